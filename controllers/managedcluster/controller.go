@@ -1,0 +1,245 @@
+package managedcluster
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/projection"
+	"github.com/nodemirror/nodemirror/internal/session"
+)
+
+// secretRefField indexes ManagedClusters by the Secret they read.
+const secretRefField = "spec.kubeconfigSecretRef.name"
+
+// +kubebuilder:rbac:groups=fleet.nodemirror.io,resources=managedclusters,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=fleet.nodemirror.io,resources=managedclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=fleet.nodemirror.io,resources=managedclusters/finalizers,verbs=update
+// +kubebuilder:rbac:groups=fleet.nodemirror.io,resources=nodesnapshots,verbs=get;list;watch;create;update;patch;delete;deletecollection
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconciler runs one session per ManagedCluster.
+type Reconciler struct {
+	// Client reads ManagedClusters from the cache and writes to the hub.
+	Client client.Client
+	// APIReader reads Secrets and NodeSnapshots without a cache.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	// Policy says which kubeconfigs are accepted.
+	Policy session.KubeconfigPolicy
+	// MemberQPS and MemberBurst limit each member client.
+	MemberQPS   float32
+	MemberBurst int
+	// Probe, Workers and NotifyInterval tune every session.
+	Probe          session.ProbeOptions
+	Workers        int
+	NotifyInterval time.Duration
+	// MaxConcurrent ManagedClusters are reconciled at once.
+	MaxConcurrent int
+
+	sessions sessions
+	base     context.Context
+	changes  chan event.GenericEvent
+}
+
+// SetupWithManager registers the controller. Sessions run until ctx ends
+// or the manager stops, whichever comes first.
+func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	var cancel context.CancelFunc
+	r.base, cancel = context.WithCancel(ctx)
+	r.changes = make(chan event.GenericEvent)
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		cancel()
+		r.sessions.stopAll()
+		return nil
+	})); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &fleetv1.ManagedCluster{}, secretRefField, func(o client.Object) []string {
+		return []string{o.(*fleetv1.ManagedCluster).Spec.KubeconfigSecretRef.Name}
+	}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&fleetv1.ManagedCluster{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersReading), builder.OnlyMetadata).
+		WatchesRawSource(source.Channel(r.changes, &handler.EnqueueRequestForObject{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent}).
+		Complete(r)
+}
+
+// clustersReading maps a Secret to the ManagedClusters that read it.
+func (r *Reconciler) clustersReading(ctx context.Context, secret client.Object) []reconcile.Request {
+	var list fleetv1.ManagedClusterList
+	if err := r.Client.List(ctx, &list, client.InNamespace(secret.GetNamespace()), client.MatchingFields{secretRefField: secret.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Cannot list ManagedClusters reading Secret", "secret", klog.KObj(secret))
+		return nil
+	}
+	reqs := make([]reconcile.Request, len(list.Items))
+	for i := range list.Items {
+		reqs[i].NamespacedName = client.ObjectKeyFromObject(&list.Items[i])
+	}
+	return reqs
+}
+
+// Reconcile brings a ManagedCluster's session and status in line with its spec.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+	mc := &fleetv1.ManagedCluster{}
+	if err := r.Client.Get(ctx, req.NamespacedName, mc); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.sessions.stop(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !mc.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, mc)
+	}
+	if !controllerutil.ContainsFinalizer(mc, fleetv1.ManagedClusterFinalizer) {
+		orig := mc.DeepCopy()
+		controllerutil.AddFinalizer(mc, fleetv1.ManagedClusterFinalizer)
+		if err := r.Client.Patch(ctx, mc, client.MergeFrom(orig)); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	before := mc.DeepCopy()
+	var obs observation
+	defer func() {
+		setStatus(mc, obs)
+		if err := r.patchStatus(ctx, before, mc); err != nil {
+			reterr = kerrors.NewAggregate([]error{reterr, err})
+		}
+	}()
+	var err error
+	obs, err = r.reconcileNormal(ctx, mc)
+	return ctrl.Result{}, err
+}
+
+func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedCluster) (observation, error) {
+	key := client.ObjectKeyFromObject(mc)
+	if mc.Spec.Paused {
+		if r.sessions.stop(key) {
+			ctrl.LoggerFrom(ctx).Info("Paused: stopped watching the member cluster, snapshots kept")
+		}
+		return observation{paused: true}, nil
+	}
+	in, err := r.memberInput(ctx, mc)
+	if cerr := (*session.ConfigError)(nil); errors.As(err, &cerr) {
+		// Terminal until the Secret or the spec changes, and both are
+		// watched: no requeue, no hot loop.
+		r.sessions.stop(key)
+		return observation{configErr: cerr}, nil
+	} else if err != nil {
+		return observation{}, err
+	}
+	current, ok := r.sessions.get(key)
+	if !ok || current.hash != in.hash {
+		if ok {
+			ctrl.LoggerFrom(ctx).Info("Spec or credentials changed: restarting session")
+			r.sessions.stop(key)
+		}
+		s, err := session.Start(r.base, session.Config{
+			Cluster:        key,
+			Owner:          *metav1.NewControllerRef(mc, fleetv1.GroupVersion.WithKind("ManagedCluster")),
+			Member:         in.config,
+			Selector:       in.selector,
+			Filter:         projection.NewFilter(mc.Spec.Mirror),
+			Resync:         resyncPeriod(mc),
+			Hub:            r.Client,
+			HubReader:      r.APIReader,
+			Probe:          r.Probe,
+			Workers:        r.Workers,
+			NotifyInterval: r.NotifyInterval,
+			OnChange:       r.onSessionChange(key.Namespace, key.Name),
+			Log:            ctrl.Log.WithName("session"),
+		})
+		if cerr := (*session.ConfigError)(nil); errors.As(err, &cerr) {
+			return observation{configErr: cerr}, nil
+		} else if err != nil {
+			return observation{}, err
+		}
+		current = running{session: s, hash: in.hash}
+		r.sessions.put(key, current)
+	}
+	st := current.session.Status()
+	return observation{session: &st}, nil
+}
+
+func resyncPeriod(mc *fleetv1.ManagedCluster) time.Duration {
+	if mc.Spec.ResyncPeriod == nil || mc.Spec.ResyncPeriod.Duration <= 0 {
+		return 30 * time.Minute
+	}
+	return mc.Spec.ResyncPeriod.Duration
+}
+
+// onSessionChange returns the callback through which a session asks for its
+// ManagedCluster to be reconciled (and so its status refreshed).
+func (r *Reconciler) onSessionChange(namespace, name string) func(context.Context) {
+	return func(ctx context.Context) {
+		obj := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+		select {
+		case r.changes <- event.GenericEvent{Object: obj}:
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (r *Reconciler) reconcileDelete(ctx context.Context, mc *fleetv1.ManagedCluster) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(mc, fleetv1.ManagedClusterFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	r.sessions.stop(client.ObjectKeyFromObject(mc))
+	ofCluster := []client.DeleteAllOfOption{
+		client.InNamespace(mc.Namespace),
+		client.MatchingLabels{fleetv1.ClusterLabel: mc.Name},
+	}
+	if err := r.Client.DeleteAllOf(ctx, &fleetv1.NodeSnapshot{}, ofCluster...); err != nil {
+		return ctrl.Result{}, err
+	}
+	left := &metav1.PartialObjectMetadataList{}
+	left.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshotList"))
+	if err := r.APIReader.List(ctx, left, client.InNamespace(mc.Namespace), client.MatchingLabels{fleetv1.ClusterLabel: mc.Name}, client.Limit(1)); err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(left.Items) > 0 {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	orig := mc.DeepCopy()
+	controllerutil.RemoveFinalizer(mc, fleetv1.ManagedClusterFinalizer)
+	ctrl.LoggerFrom(ctx).Info("Stopped session and removed NodeSnapshots")
+	return ctrl.Result{}, r.Client.Patch(ctx, mc, client.MergeFrom(orig))
+}
+
+func (r *Reconciler) patchStatus(ctx context.Context, before, after *fleetv1.ManagedCluster) error {
+	if equality.Semantic.DeepEqual(before.Status, after.Status) {
+		return nil
+	}
+	r.recordEvents(before, after)
+	err := r.Client.Status().Patch(ctx, after, client.MergeFrom(before))
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}

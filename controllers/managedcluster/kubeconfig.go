@@ -1,0 +1,77 @@
+package managedcluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/session"
+)
+
+// Reasons for a ManagedCluster whose input cannot be used.
+const (
+	ReasonSecretNotFound      = "SecretNotFound"
+	ReasonSecretKeyNotFound   = "SecretKeyNotFound"
+	ReasonInvalidNodeSelector = "InvalidNodeSelector"
+)
+
+// memberInput is everything a session is started from.
+type memberInput struct {
+	config   *rest.Config
+	selector string
+	// hash changes whenever the session has to restart: new credentials,
+	// selector, mirror filter, resync period, or a recreated ManagedCluster.
+	hash string
+}
+
+// memberInput reads the kubeconfig Secret and the spec into a session's
+// input. A *session.ConfigError means the input is unusable until someone
+// changes it; any other error is transient.
+func (r *Reconciler) memberInput(ctx context.Context, mc *fleetv1.ManagedCluster) (*memberInput, error) {
+	secret := &corev1.Secret{}
+	ref := types.NamespacedName{Namespace: mc.Namespace, Name: mc.Spec.KubeconfigSecretRef.Name}
+	// Read through the API, not a cache: the operator does not keep every
+	// Secret of the hub in memory, only their metadata to notice changes.
+	if err := r.APIReader.Get(ctx, ref, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, &session.ConfigError{Reason: ReasonSecretNotFound, Message: fmt.Sprintf("Secret %q not found in namespace %q", ref.Name, ref.Namespace)}
+		}
+		return nil, fmt.Errorf("reading kubeconfig Secret %s: %w", ref, err)
+	}
+	key := mc.KubeconfigKey()
+	kubeconfig, ok := secret.Data[key]
+	if !ok || len(kubeconfig) == 0 {
+		return nil, &session.ConfigError{Reason: ReasonSecretKeyNotFound, Message: fmt.Sprintf("Secret %q has no key %q", ref.Name, key)}
+	}
+	cfg, err := r.Policy.RESTConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = r.MemberQPS, r.MemberBurst
+	selector, err := metav1.LabelSelectorAsSelector(mc.Spec.NodeSelector)
+	if err != nil {
+		return nil, &session.ConfigError{Reason: ReasonInvalidNodeSelector, Message: fmt.Sprintf("spec.nodeSelector: %v", err)}
+	}
+	spec, err := json.Marshal(struct {
+		UID      types.UID
+		Selector string
+		Mirror   fleetv1.MirrorSpec
+		Resync   *metav1.Duration
+	}{mc.UID, selector.String(), mc.Spec.Mirror, mc.Spec.ResyncPeriod})
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	h.Write(spec)
+	h.Write(kubeconfig)
+	return &memberInput{config: cfg, selector: selector.String(), hash: hex.EncodeToString(h.Sum(nil))}, nil
+}

@@ -1,0 +1,69 @@
+package managedcluster
+
+import (
+	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/nodemirror/nodemirror/internal/session"
+)
+
+// running is a session and the hash of what it was started from.
+type running struct {
+	session *session.Session
+	hash    string
+}
+
+// sessions holds one running session per ManagedCluster.
+type sessions struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]running
+}
+
+func (s *sessions) get(key types.NamespacedName) (running, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.m[key]
+	return r, ok
+}
+
+func (s *sessions) put(key types.NamespacedName, r running) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[types.NamespacedName]running{}
+	}
+	s.m[key] = r
+}
+
+// stop stops the cluster's session, if any, and waits for it to end.
+func (s *sessions) stop(key types.NamespacedName) bool {
+	s.mu.Lock()
+	r, ok := s.m[key]
+	delete(s.m, key)
+	s.mu.Unlock()
+	if ok {
+		r.session.Stop()
+	}
+	return ok
+}
+
+// stopAll stops every session and waits for all of them.
+func (s *sessions) stopAll() {
+	s.mu.Lock()
+	all := s.m
+	s.m = nil
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, r := range all {
+		wg.Go(r.session.Stop)
+	}
+	wg.Wait()
+}
+
+// len is the number of running sessions.
+func (s *sessions) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}

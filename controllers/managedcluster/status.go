@@ -1,0 +1,144 @@
+package managedcluster
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/session"
+)
+
+// Reasons of the conditions this package sets itself.
+const (
+	ReasonPaused    = "Paused"
+	ReasonMirroring = "Mirroring"
+	ReasonSyncing   = "Syncing"
+	ReasonSynced    = "Synced"
+)
+
+// observation is what one reconcile learned; setStatus turns it into status.
+// Exactly one of paused, configErr and session is set, or none when the
+// reconcile failed before it learned anything.
+type observation struct {
+	paused    bool
+	configErr *session.ConfigError
+	session   *session.Status
+}
+
+// stalledReasons need a change by a human: retrying alone cannot fix them.
+var stalledReasons = map[string]bool{
+	session.ReasonForbidden:     true,
+	session.ReasonUnauthorized:  true,
+	session.ReasonUntrustedCert: true,
+}
+
+// setStatus sets observedGeneration, every owned condition and the node
+// summary from one observation.
+func setStatus(mc *fleetv1.ManagedCluster, obs observation) {
+	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&mc.Status.Conditions, metav1.Condition{
+			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: mc.Generation,
+		})
+	}
+	switch {
+	case obs.paused:
+		msg := "mirroring is paused; NodeSnapshots are kept as last seen"
+		set(fleetv1.ConditionConnected, metav1.ConditionUnknown, ReasonPaused, msg)
+		set(fleetv1.ConditionSynced, metav1.ConditionFalse, ReasonPaused, msg)
+		set(fleetv1.ConditionReady, metav1.ConditionFalse, ReasonPaused, msg)
+		set(fleetv1.ConditionReconciling, metav1.ConditionFalse, ReasonPaused, msg)
+		set(fleetv1.ConditionStalled, metav1.ConditionFalse, ReasonPaused, msg)
+
+	case obs.configErr != nil:
+		reason, msg := obs.configErr.Reason, obs.configErr.Message
+		set(fleetv1.ConditionConnected, metav1.ConditionUnknown, reason, msg)
+		set(fleetv1.ConditionSynced, metav1.ConditionFalse, reason, msg)
+		set(fleetv1.ConditionReady, metav1.ConditionFalse, reason, msg)
+		set(fleetv1.ConditionReconciling, metav1.ConditionFalse, reason, msg)
+		set(fleetv1.ConditionStalled, metav1.ConditionTrue, reason, msg)
+
+	case obs.session != nil:
+		st := obs.session
+		conn := st.Connection
+		set(fleetv1.ConditionConnected, conn.Status, conn.Reason, conn.Message)
+		if st.Synced {
+			set(fleetv1.ConditionSynced, metav1.ConditionTrue, ReasonSynced, fmt.Sprintf("initial node list mirrored (%d nodes)", st.Nodes.Total))
+		} else {
+			set(fleetv1.ConditionSynced, metav1.ConditionFalse, ReasonSyncing, "waiting for the initial node list to be mirrored")
+		}
+		var readyReason, readyMsg string
+		switch {
+		case conn.Status != metav1.ConditionTrue:
+			readyReason, readyMsg = conn.Reason, conn.Message
+		case !st.Synced:
+			readyReason, readyMsg = ReasonSyncing, "waiting for the initial node list to be mirrored"
+		}
+		stalled := conn.Status == metav1.ConditionFalse && stalledReasons[conn.Reason]
+		switch {
+		case readyReason == "":
+			set(fleetv1.ConditionReady, metav1.ConditionTrue, ReasonMirroring, fmt.Sprintf("mirroring %d nodes (%d ready) from %s", st.Nodes.Total, st.Nodes.Ready, st.KubernetesVersion))
+			set(fleetv1.ConditionReconciling, metav1.ConditionFalse, ReasonMirroring, "up to date")
+			set(fleetv1.ConditionStalled, metav1.ConditionFalse, ReasonMirroring, "up to date")
+		case stalled:
+			set(fleetv1.ConditionReady, metav1.ConditionFalse, readyReason, readyMsg)
+			set(fleetv1.ConditionReconciling, metav1.ConditionFalse, readyReason, "needs a fix on the member cluster or in the kubeconfig")
+			set(fleetv1.ConditionStalled, metav1.ConditionTrue, readyReason, readyMsg)
+		default:
+			set(fleetv1.ConditionReady, metav1.ConditionFalse, readyReason, readyMsg)
+			set(fleetv1.ConditionReconciling, metav1.ConditionTrue, readyReason, readyMsg)
+			set(fleetv1.ConditionStalled, metav1.ConditionFalse, readyReason, "retrying with backoff")
+		}
+		if st.KubernetesVersion != "" {
+			mc.Status.KubernetesVersion = st.KubernetesVersion
+		}
+		// Before the first list, the informer knows no nodes: keep the
+		// last summary rather than report an empty cluster.
+		if st.Synced {
+			mc.Status.Nodes = st.Nodes
+			mc.Status.Capacity = nonEmpty(st.Capacity)
+			mc.Status.Allocatable = nonEmpty(st.Allocatable)
+		}
+
+	default:
+		return
+	}
+	mc.Status.ObservedGeneration = mc.Generation
+}
+
+func nonEmpty(l corev1.ResourceList) corev1.ResourceList {
+	if len(l) == 0 {
+		return nil
+	}
+	return l
+}
+
+// eventedConditions are announced with an Event when their reason changes.
+var eventedConditions = []string{fleetv1.ConditionConnected, fleetv1.ConditionSynced, fleetv1.ConditionStalled}
+
+// recordEvents emits one Event for every evented condition whose status or
+// reason changed between before and after.
+func (r *Reconciler) recordEvents(before, after *fleetv1.ManagedCluster) {
+	if r.Recorder == nil {
+		return
+	}
+	for _, t := range eventedConditions {
+		now := meta.FindStatusCondition(after.Status.Conditions, t)
+		if now == nil {
+			continue
+		}
+		if was := meta.FindStatusCondition(before.Status.Conditions, t); was != nil && was.Status == now.Status && was.Reason == now.Reason {
+			continue
+		}
+		if t == fleetv1.ConditionStalled && now.Status != metav1.ConditionTrue {
+			continue
+		}
+		kind := corev1.EventTypeNormal
+		if (t == fleetv1.ConditionStalled) || (t == fleetv1.ConditionConnected && now.Status != metav1.ConditionTrue) {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(after, nil, kind, now.Reason, t, "%s=%s: %s", t, now.Status, now.Message)
+	}
+}

@@ -1,0 +1,13 @@
+// Package projection turns a member cluster's Node into the state a
+// NodeSnapshot mirrors, and nothing more: labels and annotations through the
+// cluster's mirror filter, taints, conditions without heartbeat times,
+// addresses, resources, node info, roles. It is pure, so the operator, the
+// sidecar and the benchmarks share one definition of "what changed".
+//
+//   - Filter decides which label and annotation keys are mirrored.
+//   - Transform strips a Node in the informer, before it is cached, down to
+//     what Project reads.
+//   - Project builds the NodeSnapshotStatus; Digest hashes it without the
+//     source resourceVersion, so heartbeats and resyncs hash the same.
+//   - SnapshotName maps <cluster, node> to a NodeSnapshot name.
+package projection

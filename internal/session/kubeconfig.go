@@ -1,0 +1,111 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Reasons for refusing a kubeconfig; they end up as condition reasons.
+const (
+	ReasonKubeconfigInvalid     = "KubeconfigInvalid"
+	ReasonExecPluginRefused     = "ExecPluginRefused"
+	ReasonLocalFileRefused      = "LocalFileRefused"
+	ReasonCertificateDataBroken = "CertificateDataInvalid"
+)
+
+// ConfigError says why a kubeconfig cannot be used. Retrying does not help:
+// the Secret has to change.
+type ConfigError struct {
+	Reason  string
+	Message string
+}
+
+func (e *ConfigError) Error() string { return e.Reason + ": " + e.Message }
+
+// KubeconfigPolicy says which kubeconfig features the operator accepts.
+type KubeconfigPolicy struct {
+	// AllowExecAndFiles accepts exec and auth-provider plugins and paths to
+	// local files. Off by default: they run programs or read files of the
+	// operator's own pod on behalf of whoever can write a Secret.
+	AllowExecAndFiles bool
+}
+
+// RESTConfig parses a kubeconfig and returns the rest.Config of its current
+// context, refusing what the policy does not allow. Every error is a
+// *ConfigError.
+func (p KubeconfigPolicy) RESTConfig(kubeconfig []byte) (*rest.Config, error) {
+	cfg, err := clientcmd.Load(kubeconfig)
+	if err != nil {
+		return nil, &ConfigError{ReasonKubeconfigInvalid, fmt.Sprintf("cannot parse kubeconfig: %v", err)}
+	}
+	ctxName := cfg.CurrentContext
+	if ctxName == "" && len(cfg.Contexts) == 1 {
+		for name := range cfg.Contexts {
+			ctxName = name
+		}
+	}
+	kctx, ok := cfg.Contexts[ctxName]
+	if !ok {
+		return nil, &ConfigError{ReasonKubeconfigInvalid, fmt.Sprintf("kubeconfig has no current context (current-context %q)", cfg.CurrentContext)}
+	}
+	if !p.AllowExecAndFiles {
+		if err := refuseExecAndFiles(cfg, kctx); err != nil {
+			return nil, err
+		}
+	}
+	restCfg, err := clientcmd.NewNonInteractiveClientConfig(*cfg, ctxName, &clientcmd.ConfigOverrides{}, nil).ClientConfig()
+	if err != nil {
+		return nil, &ConfigError{ReasonKubeconfigInvalid, fmt.Sprintf("kubeconfig context %q is not usable: %v", ctxName, err)}
+	}
+	// Fail on unparsable certificate data now, with a reason of its own,
+	// rather than on every request later.
+	if _, err := rest.TransportFor(restCfg); err != nil {
+		return nil, &ConfigError{ReasonCertificateDataBroken, fmt.Sprintf("kubeconfig context %q: %v", ctxName, err)}
+	}
+	return restCfg, nil
+}
+
+func refuseExecAndFiles(cfg *clientcmdapi.Config, kctx *clientcmdapi.Context) error {
+	if user, ok := cfg.AuthInfos[kctx.AuthInfo]; ok {
+		switch {
+		case user.Exec != nil:
+			return &ConfigError{ReasonExecPluginRefused, fmt.Sprintf("user %q runs exec plugin %q; the operator refuses exec plugins unless started with --allow-kubeconfig-exec-and-files", kctx.AuthInfo, user.Exec.Command)}
+		case user.AuthProvider != nil:
+			return &ConfigError{ReasonExecPluginRefused, fmt.Sprintf("user %q uses auth provider %q; the operator refuses auth provider plugins unless started with --allow-kubeconfig-exec-and-files", kctx.AuthInfo, user.AuthProvider.Name)}
+		}
+		if err := refuseFiles("user "+kctx.AuthInfo, []fileField{
+			{"client-certificate", user.ClientCertificate},
+			{"client-key", user.ClientKey},
+			{"tokenFile", user.TokenFile},
+		}); err != nil {
+			return err
+		}
+	}
+	if cluster, ok := cfg.Clusters[kctx.Cluster]; ok {
+		if err := refuseFiles("cluster "+kctx.Cluster, []fileField{
+			{"certificate-authority", cluster.CertificateAuthority},
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type fileField struct{ name, path string }
+
+func refuseFiles(owner string, fields []fileField) error {
+	var errs []error
+	for _, f := range fields {
+		if f.path != "" {
+			errs = append(errs, fmt.Errorf("%s reads %s from local file %q", owner, f.name, f.path))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return &ConfigError{ReasonLocalFileRefused, err.Error() + "; embed the data (e.g. client-certificate-data) or start the operator with --allow-kubeconfig-exec-and-files"}
+	}
+	return nil
+}
