@@ -1,0 +1,191 @@
+package projection
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+)
+
+func testNode() *corev1.Node {
+	t0 := metav1.NewTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "worker-1", ResourceVersion: "100", CreationTimestamp: t0,
+			Labels: map[string]string{
+				"kubernetes.io/hostname":         "worker-1",
+				"node-role.kubernetes.io/worker": "",
+				"node-role.kubernetes.io/infra":  "",
+				"topology.kubernetes.io/zone":    "eu-1a",
+			},
+			Annotations:   map[string]string{"node.alpha.kubernetes.io/ttl": "0", "example.com/owner": "team-a"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}},
+		},
+		Spec: corev1.NodeSpec{
+			Unschedulable: true, PodCIDR: "10.0.0.0/24", ProviderID: "aws:///i-1",
+			Taints: []corev1.Taint{{Key: "dedicated", Value: "gpu", Effect: corev1.TaintEffectNoSchedule}},
+		},
+		Status: corev1.NodeStatus{
+			Capacity:    corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("16Gi")},
+			Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("3800m"), corev1.ResourceMemory: resource.MustParse("15Gi")},
+			Conditions: []corev1.NodeCondition{{
+				Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "kubelet is posting ready status",
+				LastHeartbeatTime: metav1.NewTime(t0.Add(time.Minute)), LastTransitionTime: t0,
+			}},
+			Addresses: []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "worker-1"}, {Type: corev1.NodeInternalIP, Address: "10.1.2.3"}},
+			NodeInfo:  corev1.NodeSystemInfo{KubeletVersion: "v1.37.2", OSImage: "Debian 12", KernelVersion: "6.1", ContainerRuntimeVersion: "containerd://2.1", Architecture: "amd64", OperatingSystem: "linux", MachineID: "abc"},
+			Images:    []corev1.ContainerImage{{Names: []string{"registry/image:tag"}, SizeBytes: 1 << 20}},
+		},
+	}
+}
+
+func TestProject(t *testing.T) {
+	st := Project(testNode(), NewFilter(fleetv1.MirrorSpec{}))
+	if got, want := st.Summary, "Ready,SchedulingDisabled"; got != want {
+		t.Errorf("Summary = %q, want %q", got, want)
+	}
+	if got, want := strings.Join(st.Roles, ","), "infra,worker"; got != want {
+		t.Errorf("Roles = %q, want %q", got, want)
+	}
+	if st.RolesText != "infra,worker" || st.InternalIP != "10.1.2.3" {
+		t.Errorf("RolesText, InternalIP = %q, %q", st.RolesText, st.InternalIP)
+	}
+	if len(st.Labels) != 4 {
+		t.Errorf("default filter keeps every label, got %v", st.Labels)
+	}
+	if st.Annotations != nil {
+		t.Errorf("default filter keeps no annotation, got %v", st.Annotations)
+	}
+	if st.NodeInfo.KubeletVersion != "v1.37.2" || st.SourceResourceVersion != "100" || len(st.Taints) != 1 {
+		t.Errorf("unexpected projection %+v", st)
+	}
+}
+
+func TestSummary(t *testing.T) {
+	for _, tc := range []struct {
+		ready         corev1.ConditionStatus
+		unschedulable bool
+		want          string
+	}{
+		{corev1.ConditionTrue, false, "Ready"},
+		{corev1.ConditionFalse, false, "NotReady"},
+		{corev1.ConditionUnknown, true, "Unknown,SchedulingDisabled"},
+		{"", false, "Unknown"},
+	} {
+		if got := Summary(tc.ready, tc.unschedulable); got != tc.want {
+			t.Errorf("Summary(%q, %v) = %q, want %q", tc.ready, tc.unschedulable, got, tc.want)
+		}
+	}
+}
+
+func TestFilter(t *testing.T) {
+	f := NewFilter(fleetv1.MirrorSpec{
+		Labels:      &fleetv1.KeyFilter{Include: []string{"topology.kubernetes.io/", "kubernetes.io/"}, Exclude: []string{"kubernetes.io/hostname"}},
+		Annotations: &fleetv1.KeyFilter{Include: []string{"example.com/"}},
+	})
+	st := Project(testNode(), f)
+	if len(st.Labels) != 1 || st.Labels["topology.kubernetes.io/zone"] != "eu-1a" {
+		t.Errorf("Labels = %v, want only the zone", st.Labels)
+	}
+	if len(st.Roles) != 2 {
+		t.Errorf("roles come from role labels even when those are not mirrored, got %v", st.Roles)
+	}
+	if len(st.Annotations) != 1 || st.Annotations["example.com/owner"] != "team-a" {
+		t.Errorf("Annotations = %v", st.Annotations)
+	}
+	if !NewFilter(fleetv1.MirrorSpec{Annotations: &fleetv1.KeyFilter{Include: []string{""}}}).KeepAnnotation("any") {
+		t.Error("an empty include prefix keeps every key")
+	}
+	if NewFilter(fleetv1.MirrorSpec{Labels: &fleetv1.KeyFilter{Exclude: []string{"a/"}}}).KeepLabel("a/b") {
+		t.Error("exclusion wins")
+	}
+}
+
+// Heartbeats and resourceVersion bumps must not change the digest; anything
+// mirrored must.
+func TestDigest(t *testing.T) {
+	f := NewFilter(fleetv1.MirrorSpec{})
+	base := Digest(ptr(Project(testNode(), f)))
+
+	hb := testNode()
+	hb.ResourceVersion = "101"
+	hb.Status.Conditions[0].LastHeartbeatTime = metav1.NewTime(time.Now())
+	hb.Status.Images = nil
+	hb.Annotations["node.alpha.kubernetes.io/ttl"] = "30"
+	if got := Digest(ptr(Project(hb, f))); got != base {
+		t.Errorf("heartbeat changed the digest")
+	}
+	if got := Digest(ptr(Project(StripNode(testNode(), f), f))); got != base {
+		t.Errorf("projecting a stripped node differs from projecting the full node")
+	}
+
+	for name, change := range map[string]func(n *corev1.Node){
+		"label":       func(n *corev1.Node) { n.Labels["x"] = "y" },
+		"cordon":      func(n *corev1.Node) { n.Spec.Unschedulable = false },
+		"taint":       func(n *corev1.Node) { n.Spec.Taints = nil },
+		"ready":       func(n *corev1.Node) { n.Status.Conditions[0].Status = corev1.ConditionFalse },
+		"allocatable": func(n *corev1.Node) { n.Status.Allocatable[corev1.ResourceCPU] = resource.MustParse("3") },
+		"kubelet":     func(n *corev1.Node) { n.Status.NodeInfo.KubeletVersion = "v1.38.0" },
+	} {
+		n := testNode()
+		change(n)
+		if Digest(ptr(Project(n, f))) == base {
+			t.Errorf("%s change kept the digest", name)
+		}
+	}
+}
+
+func TestStripNode(t *testing.T) {
+	f := NewFilter(fleetv1.MirrorSpec{Labels: &fleetv1.KeyFilter{Include: []string{"topology.kubernetes.io/"}}})
+	s := StripNode(testNode(), f)
+	if s.ManagedFields != nil || s.Status.Images != nil || s.Spec.ProviderID != "" || s.Status.NodeInfo.MachineID != "" {
+		t.Errorf("StripNode kept unmirrored fields: %+v", s)
+	}
+	if !s.Status.Conditions[0].LastHeartbeatTime.IsZero() {
+		t.Error("StripNode kept heartbeat time")
+	}
+	if _, ok := s.Labels["kubernetes.io/hostname"]; ok {
+		t.Error("StripNode kept a filtered label")
+	}
+	if _, ok := s.Labels["node-role.kubernetes.io/worker"]; !ok {
+		t.Error("StripNode dropped a role label")
+	}
+	if s.Annotations != nil {
+		t.Errorf("StripNode kept annotations %v", s.Annotations)
+	}
+}
+
+func TestSnapshotName(t *testing.T) {
+	if got := SnapshotName("prod-eu", "worker-1"); got != "prod-eu.worker-1" {
+		t.Errorf("SnapshotName = %q", got)
+	}
+	longNode := strings.Repeat("a", 200) + "." + strings.Repeat("b", 52)
+	a := SnapshotName("cluster-a", longNode)
+	b := SnapshotName("cluster-b", longNode)
+	c := SnapshotName("cluster-a", longNode[:len(longNode)-1]+"c")
+	for _, n := range []string{a, b, c} {
+		if errs := validation.IsDNS1123Subdomain(n); len(errs) > 0 {
+			t.Errorf("%q is not a valid name: %v", n, errs)
+		}
+	}
+	if a == b || a == c {
+		t.Errorf("hashed names collide: %q %q %q", a, b, c)
+	}
+	if a != SnapshotName("cluster-a", longNode) {
+		t.Error("hashed name is not stable")
+	}
+	// A cut that lands right after a '.' must not leave ".-".
+	dotted := strings.Repeat("x", 223) + "." + strings.Repeat("y", 20)
+	name := SnapshotName("cluster-abc", dotted)
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 || strings.Contains(name, ".-") {
+		t.Errorf("invalid name %q: %v", name, errs)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
