@@ -1,0 +1,264 @@
+package managedcluster_test
+
+import (
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/test/framework"
+)
+
+const (
+	timeout = 15 * time.Second
+	poll    = 50 * time.Millisecond
+)
+
+func init() {
+	SetDefaultEventuallyTimeout(timeout)
+	SetDefaultEventuallyPollingInterval(poll)
+	SetDefaultConsistentlyDuration(time.Second)
+	SetDefaultConsistentlyPollingInterval(100 * time.Millisecond)
+}
+
+var _ = Describe("Mirroring", func() {
+	It("mirrors the selected nodes and follows adds, updates and deletes", func() {
+		f := newFixture()
+		a := f.node(member1, "a", map[string]string{"node-role.kubernetes.io/control-plane": ""})
+		b := f.node(member1, "b", nil)
+		// Same member, not selected: must never cross the wire.
+		_, err := framework.CreateNode(ctx, member1, framework.NewNode(f.nodeName("other"), nil))
+		Expect(err).NotTo(HaveOccurred())
+		f.secret("alpha-kubeconfig", member1Direct)
+		mc := f.cluster("alpha")
+
+		Eventually(f.nodeNames("alpha")).Should(Equal([]string{a, b}))
+		Eventually(f.condition("alpha", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+		Expect(f.condition("alpha", fleetv1.ConditionConnected)()).To(Equal("True/Healthy"))
+		Expect(f.condition("alpha", fleetv1.ConditionSynced)()).To(Equal("True/Synced"))
+		Expect(f.condition("alpha", fleetv1.ConditionReconciling)()).To(HavePrefix("False/"))
+		Expect(f.condition("alpha", fleetv1.ConditionStalled)()).To(HavePrefix("False/"))
+		Expect(f.kstatus("alpha")()).To(Equal(status.CurrentStatus))
+
+		got := f.get("alpha")
+		Expect(got.Finalizers).To(ContainElement(fleetv1.ManagedClusterFinalizer))
+		Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+		Expect(got.Status.KubernetesVersion).To(Equal("v1.37.2"))
+		Expect(got.Status.Nodes).To(Equal(fleetv1.NodeSummary{Total: 2, Ready: 2}))
+		Expect(got.Status.Capacity.Cpu().Equal(resource.MustParse("8"))).To(BeTrue(), "capacity %v", got.Status.Capacity)
+		Expect(got.Status.Allocatable.Memory().Equal(resource.MustParse("30Gi"))).To(BeTrue(), "allocatable %v", got.Status.Allocatable)
+
+		snap := f.snapshots("alpha")[a]
+		Expect(snap.Name).To(Equal("alpha." + a))
+		Expect(snap.Labels).To(HaveKeyWithValue(fleetv1.ClusterLabel, "alpha"))
+		Expect(metav1.GetControllerOf(&snap)).NotTo(BeNil())
+		Expect(metav1.GetControllerOf(&snap).UID).To(Equal(mc.UID))
+		Expect(snap.Spec).To(Equal(fleetv1.NodeSnapshotSpec{ClusterName: "alpha", NodeName: a}))
+		Expect(snap.Status.Summary).To(Equal("Ready"))
+		Expect(snap.Status.Roles).To(Equal([]string{"control-plane"}))
+		Expect(snap.Status.RolesText).To(Equal("control-plane"))
+		Expect(snap.Status.InternalIP).To(Equal("10.0.0.1"))
+		Expect(snap.Status.NodeInfo.KubeletVersion).To(Equal("v1.37.2"))
+		Expect(snap.Status.Labels).To(HaveKeyWithValue(specLabel, f.label))
+		Expect(snap.Status.Conditions).To(HaveLen(2))
+		Expect(snap.Status.SourceResourceVersion).NotTo(BeEmpty())
+		Expect(snap.Status.NodeCreationTimestamp.IsZero()).To(BeFalse())
+
+		By("updating a label, cordoning and turning a node NotReady")
+		Expect(framework.PatchLabel(ctx, member1, a, "team", ptr.To("payments"))).To(Succeed())
+		Eventually(func() map[string]string { return f.snapshot("alpha", a)().Status.Labels }).Should(HaveKeyWithValue("team", "payments"))
+		_, err = member1.CoreV1().Nodes().Patch(ctx, b, "application/merge-patch+json", []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() string { return f.snapshot("alpha", b)().Status.Summary }).Should(Equal("Ready,SchedulingDisabled"))
+		Expect(framework.SetReady(ctx, member1, b, corev1.ConditionFalse)).To(Succeed())
+		Eventually(func() string { return f.snapshot("alpha", b)().Status.Summary }).Should(Equal("NotReady,SchedulingDisabled"))
+		Eventually(func() fleetv1.NodeSummary { return f.get("alpha").Status.Nodes }).Should(Equal(fleetv1.NodeSummary{Total: 2, Ready: 1, Unschedulable: 1}))
+
+		By("adding and deleting nodes")
+		c := f.node(member1, "c", nil)
+		Eventually(f.nodeNames("alpha")).Should(ConsistOf(a, b, c))
+		Expect(member1.CoreV1().Nodes().Delete(ctx, a, metav1.DeleteOptions{})).To(Succeed())
+		Eventually(f.nodeNames("alpha")).Should(ConsistOf(b, c))
+	})
+
+	It("keeps same-named nodes of two clusters in one namespace apart", func() {
+		f := newFixture()
+		n := f.node(member1, "w1", map[string]string{"topology.kubernetes.io/region": "east"})
+		Expect(f.node(member2, "w1", map[string]string{"topology.kubernetes.io/region": "west"})).To(Equal(n))
+		f.secret("east-kubeconfig", member1Direct)
+		f.secret("west-kubeconfig", member2Admin)
+		f.cluster("east")
+		f.cluster("west")
+
+		Eventually(f.nodeNames("east")).Should(Equal([]string{n}))
+		Eventually(f.nodeNames("west")).Should(Equal([]string{n}))
+		Expect(f.snapshots("east")[n].Name).To(Equal("east." + n))
+		Expect(f.snapshots("west")[n].Name).To(Equal("west." + n))
+		Expect(f.snapshots("east")[n].Status.Labels).To(HaveKeyWithValue("topology.kubernetes.io/region", "east"))
+		Expect(f.snapshots("west")[n].Status.Labels).To(HaveKeyWithValue("topology.kubernetes.io/region", "west"))
+	})
+
+	It("makes no hub write for heartbeats, one for a label change, and coalesces bursts", func() {
+		f := newFixture()
+		nodes := []string{f.node(member1, "h1", nil), f.node(member1, "h2", nil), f.node(member1, "h3", nil)}
+		f.secret("hb-kubeconfig", member1Direct)
+		f.cluster("hb")
+		Eventually(f.condition("hb", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+		Eventually(f.nodeNames("hb")).Should(ConsistOf(nodes))
+		key := keyOf(f, "hb")
+
+		writes := f.snapshotWrites()
+		events := metric("nodemirror_member_events_total", key)
+		const rounds = 10
+		for range rounds {
+			for _, n := range nodes {
+				Expect(framework.Heartbeat(ctx, member1, n)).To(Succeed())
+			}
+		}
+		// Every heartbeat reached the operator...
+		Eventually(func() float64 { return metric("nodemirror_member_events_total", key) }).Should(BeNumerically(">=", events+float64(rounds*len(nodes))))
+		Eventually(func() float64 { return metric("nodemirror_hub_writes_skipped_total", key) }).Should(BeNumerically(">", 0))
+		// ...and none became a hub write.
+		Consistently(f.snapshotWrites).Should(Equal(writes))
+
+		By("changing one label")
+		Expect(framework.PatchLabel(ctx, member1, nodes[0], "tier", ptr.To("gold"))).To(Succeed())
+		Eventually(func() map[string]string { return f.snapshot("hb", nodes[0])().Status.Labels }).Should(HaveKeyWithValue("tier", "gold"))
+		Consistently(f.snapshotWrites).Should(Equal(writes + 1))
+
+		By("changing one node's label many times in a burst")
+		writes = f.snapshotWrites()
+		const burst = 20
+		for i := range burst {
+			Expect(framework.PatchLabel(ctx, member1, nodes[1], "burst", ptr.To(fmt.Sprint(i)))).To(Succeed())
+		}
+		Eventually(func() map[string]string { return f.snapshot("hb", nodes[1])().Status.Labels }).Should(HaveKeyWithValue("burst", fmt.Sprint(burst-1)))
+		Consistently(f.snapshotWrites).Should(And(BeNumerically(">", writes), BeNumerically("<=", writes+burst)))
+		GinkgoWriter.Printf("burst of %d label changes cost %d hub writes\n", burst, f.snapshotWrites()-writes)
+	})
+
+	It("applies nodeSelector and mirror filter changes, removing what no longer matches", func() {
+		f := newFixture()
+		pa := f.node(member1, "pa", map[string]string{"pool": "a", "example.com/team": "x"})
+		pb := f.node(member1, "pb", map[string]string{"pool": "b", "example.com/team": "y"})
+		f.secret("sel-kubeconfig", member1Direct)
+		f.cluster("sel", func(mc *fleetv1.ManagedCluster) { mc.Spec.NodeSelector.MatchLabels["pool"] = "a" })
+		Eventually(f.nodeNames("sel")).Should(Equal([]string{pa}))
+
+		f.update("sel", func(mc *fleetv1.ManagedCluster) { mc.Spec.NodeSelector.MatchLabels["pool"] = "b" })
+		Eventually(f.nodeNames("sel")).Should(Equal([]string{pb}))
+
+		f.update("sel", func(mc *fleetv1.ManagedCluster) {
+			mc.Spec.Mirror.Labels = &fleetv1.KeyFilter{Include: []string{"pool", "example.com/"}}
+		})
+		Eventually(func() map[string]string { return f.snapshot("sel", pb)().Status.Labels }).Should(Equal(map[string]string{"pool": "b", "example.com/team": "y"}))
+
+		f.update("sel", func(mc *fleetv1.ManagedCluster) { mc.Spec.Mirror.Labels.Exclude = []string{"example.com/"} })
+		Eventually(func() map[string]string { return f.snapshot("sel", pb)().Status.Labels }).Should(Equal(map[string]string{"pool": "b"}))
+
+		f.update("sel", func(mc *fleetv1.ManagedCluster) {
+			mc.Spec.Mirror.Annotations = &fleetv1.KeyFilter{Include: []string{"example.com/"}}
+		})
+		_, err := member1.CoreV1().Nodes().Patch(ctx, pb, "application/merge-patch+json", []byte(`{"metadata":{"annotations":{"example.com/owner":"ops","other/x":"1"}}}`), metav1.PatchOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() map[string]string { return f.snapshot("sel", pb)().Status.Annotations }).Should(Equal(map[string]string{"example.com/owner": "ops"}))
+		Eventually(f.condition("sel", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+		Expect(f.get("sel").Status.ObservedGeneration).To(Equal(f.get("sel").Generation))
+	})
+
+	It("switches to new credentials within seconds when the Secret is rotated", func() {
+		f := newFixture()
+		r1, r2 := f.node(member1, "r1", nil), f.node(member1, "r2", nil)
+		r3 := f.node(member2, "r3", nil)
+		f.secret("rot-kubeconfig", member1Direct)
+		f.cluster("rot")
+		Eventually(f.nodeNames("rot")).Should(ConsistOf(r1, r2))
+
+		secret := &corev1.Secret{}
+		Expect(hub.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "rot-kubeconfig"}, secret)).To(Succeed())
+		secret.Data["kubeconfig"] = member2Admin
+		Expect(hub.Update(ctx, secret)).To(Succeed())
+		Eventually(f.nodeNames("rot"), 10*time.Second).Should(Equal([]string{r3}))
+		Eventually(f.condition("rot", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+	})
+
+	It("keeps the snapshots through a member outage and catches up after it", func() {
+		f := newFixture()
+		o1, o2, o3 := f.node(member1, "o1", nil), f.node(member1, "o2", nil), f.node(member1, "o3", nil)
+		f.secret("flaky-kubeconfig", member1ViaProxy)
+		f.cluster("flaky")
+		Eventually(f.nodeNames("flaky")).Should(ConsistOf(o1, o2, o3))
+		Eventually(f.condition("flaky", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+		untouched := f.snapshots("flaky")[o3].ResourceVersion
+
+		member1Proxy.Down()
+		proxyUp := false
+		DeferCleanup(func() {
+			if !proxyUp {
+				Expect(member1Proxy.Up()).To(Succeed())
+			}
+		})
+		Eventually(f.condition("flaky", fleetv1.ConditionConnected)).Should(Equal("Unknown/Unreachable"))
+		Expect(f.condition("flaky", fleetv1.ConditionReady)()).To(Equal("False/Unreachable"))
+		Expect(f.condition("flaky", fleetv1.ConditionReconciling)()).To(Equal("True/Unreachable"))
+		Expect(f.kstatus("flaky")()).To(Equal(status.InProgressStatus))
+		Consistently(f.nodeNames("flaky")).Should(ConsistOf(o1, o2, o3))
+
+		By("changing the member while the operator cannot see it")
+		Expect(member1.CoreV1().Nodes().Delete(ctx, o1, metav1.DeleteOptions{})).To(Succeed())
+		Expect(framework.PatchLabel(ctx, member1, o2, "during", ptr.To("outage"))).To(Succeed())
+
+		Expect(member1Proxy.Up()).To(Succeed())
+		proxyUp = true
+		Eventually(f.condition("flaky", fleetv1.ConditionConnected), 45*time.Second).Should(Equal("True/Healthy"))
+		Eventually(f.nodeNames("flaky"), 45*time.Second).Should(ConsistOf(o2, o3))
+		Eventually(func() map[string]string { return f.snapshot("flaky", o2)().Status.Labels }).Should(HaveKeyWithValue("during", "outage"))
+		Expect(f.snapshots("flaky")[o3].ResourceVersion).To(Equal(untouched), "an unchanged node's snapshot was rewritten")
+		Eventually(f.condition("flaky", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+	})
+
+	It("pauses: stops watching, keeps the snapshots and says so", func() {
+		f := newFixture()
+		n := f.node(member1, "p1", nil)
+		f.secret("pz-kubeconfig", member1Direct)
+		f.cluster("pz")
+		Eventually(f.nodeNames("pz")).Should(Equal([]string{n}))
+
+		f.update("pz", func(mc *fleetv1.ManagedCluster) { mc.Spec.Paused = true })
+		Eventually(f.condition("pz", fleetv1.ConditionReady)).Should(Equal("False/Paused"))
+		Expect(f.condition("pz", fleetv1.ConditionConnected)()).To(Equal("Unknown/Paused"))
+		Expect(framework.PatchLabel(ctx, member1, n, "while", ptr.To("paused"))).To(Succeed())
+		Consistently(func() map[string]string { return f.snapshot("pz", n)().Status.Labels }).ShouldNot(HaveKey("while"))
+		Expect(f.nodeNames("pz")()).To(Equal([]string{n}))
+
+		f.update("pz", func(mc *fleetv1.ManagedCluster) { mc.Spec.Paused = false })
+		Eventually(func() map[string]string { return f.snapshot("pz", n)().Status.Labels }).Should(HaveKeyWithValue("while", "paused"))
+		Eventually(f.condition("pz", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+	})
+
+	It("removes every snapshot and then the finalizer when the ManagedCluster is deleted", func() {
+		f := newFixture()
+		for i := range 5 {
+			f.node(member1, fmt.Sprintf("d%d", i), nil)
+		}
+		f.secret("gone-kubeconfig", member1Direct)
+		mc := f.cluster("gone")
+		Eventually(f.nodeNames("gone")).Should(HaveLen(5))
+
+		Expect(hub.Delete(ctx, mc)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(hub.Get(ctx, client.ObjectKeyFromObject(mc), &fleetv1.ManagedCluster{}))
+		}).Should(BeTrue())
+		Expect(f.nodeNames("gone")()).To(BeEmpty())
+		Expect(metric("nodemirror_nodes_mirrored", keyOf(f, "gone"))).To(BeZero())
+	})
+})

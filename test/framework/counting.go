@@ -1,0 +1,91 @@
+package framework
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+)
+
+// RequestCounter counts the requests a client sends, by method, namespace
+// and resource. Wrap a rest.Config's transport with it.
+type RequestCounter struct {
+	mu     sync.Mutex
+	counts map[requestKey]int
+}
+
+type requestKey struct{ method, namespace, resource string }
+
+// Wrap is a rest.Config WrapTransport function.
+func (c *RequestCounter) Wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		c.mu.Lock()
+		if c.counts == nil {
+			c.counts = map[requestKey]int{}
+		}
+		ns, res := resourceOf(req.URL.Path)
+		c.counts[requestKey{req.Method, ns, res}]++
+		c.mu.Unlock()
+		return rt.RoundTrip(req)
+	})
+}
+
+// Writes is the number of POST, PUT, PATCH and DELETE requests on
+// resource in namespace ("" for any namespace).
+func (c *RequestCounter) Writes(namespace, resource string) int {
+	n := 0
+	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		n += c.Count(m, namespace, resource)
+	}
+	return n
+}
+
+// Count is the number of requests with this method on resource in
+// namespace ("" for any namespace).
+func (c *RequestCounter) Count(method, namespace, resource string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for k, v := range c.counts {
+		if k.method == method && k.resource == resource && (namespace == "" || k.namespace == namespace) {
+			n += v
+		}
+	}
+	return n
+}
+
+// Total is the number of requests of any kind.
+func (c *RequestCounter) Total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, v := range c.counts {
+		n += v
+	}
+	return n
+}
+
+// resourceOf picks namespace and resource out of an API path such as
+// /apis/g/v/namespaces/ns/res/name or /api/v1/res; a subresource is appended
+// after a '/'. Other paths (/readyz, /version) come back whole.
+func resourceOf(path string) (namespace, resource string) {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case len(parts) >= 3 && parts[0] == "api":
+		parts = parts[2:]
+	case len(parts) >= 4 && parts[0] == "apis":
+		parts = parts[3:]
+	default:
+		return "", path
+	}
+	if len(parts) >= 3 && parts[0] == "namespaces" {
+		namespace, parts = parts[1], parts[2:]
+	}
+	if len(parts) >= 3 {
+		return namespace, parts[0] + "/" + parts[2]
+	}
+	return namespace, parts[0]
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
