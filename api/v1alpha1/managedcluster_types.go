@@ -203,7 +203,6 @@ type ManagedClusterList struct {
 	Items           []ManagedCluster `json:"items"`
 }
 
-
 func init() {
 	SchemeBuilder.Register(&ManagedCluster{}, &ManagedClusterList{})
 }

@@ -11,8 +11,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -169,7 +169,6 @@ func metric(name, cluster string, extra ...string) float64 {
 }
 
 func keyOf(f *fixture, cluster string) string { return fmt.Sprintf("%s/%s", f.ns, cluster) }
-
 
 // nodeReader is the read-only ClusterRole a member grants the operator
 // (config/member/clusterrole.yaml holds the same rules).

@@ -571,4 +571,3 @@ func (s *Session) notifyLoop(ctx context.Context) {
 		}
 	}
 }
-
