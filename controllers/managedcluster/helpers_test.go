@@ -2,6 +2,8 @@ package managedcluster_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"maps"
 	"slices"
 
@@ -17,6 +19,7 @@ import (
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/yaml"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/test/framework"
@@ -170,16 +173,15 @@ func metric(name, cluster string, extra ...string) float64 {
 
 func keyOf(f *fixture, cluster string) string { return fmt.Sprintf("%s/%s", f.ns, cluster) }
 
-// nodeReader is the read-only ClusterRole a member grants the operator
-// (config/member/clusterrole.yaml holds the same rules).
+// nodeReader is the read-only ClusterRole that members grant the operator,
+// as shipped in config/member, under another name.
 func nodeReader(name string) *rbacv1.ClusterRole {
-	return &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
-			{NonResourceURLs: []string{"/readyz", "/healthz", "/version"}, Verbs: []string{"get"}},
-		},
-	}
+	raw, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "config", "member", "clusterrole.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	role := &rbacv1.ClusterRole{}
+	Expect(yaml.UnmarshalStrict(raw, role)).To(Succeed())
+	role.Name = name
+	return role
 }
 
 func nodeReaderBinding(name, user string) *rbacv1.ClusterRoleBinding {

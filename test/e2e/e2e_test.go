@@ -1,0 +1,237 @@
+// Package e2e runs the operator binary, as deployed, against a real hub and
+// member, and drives it with kubectl the way a platform engineer would.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/nodemirror/nodemirror/test/framework"
+)
+
+type kubectl struct {
+	t          *testing.T
+	bin        string
+	kubeconfig string
+}
+
+func (k kubectl) run(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(k.bin, append([]string{"--kubeconfig", k.kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func (k kubectl) must(stdin string, args ...string) string {
+	k.t.Helper()
+	out, err := k.run(stdin, args...)
+	if err != nil {
+		k.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// eventually polls check until it returns "" or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, check func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		msg := check()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s: %s", timeout, msg)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func writeKubeconfig(t *testing.T, env *envtest.Environment, dir, name string) string {
+	raw, err := framework.Kubeconfig(env, name+"-admin", []string{"system:masters"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name+".kubeconfig")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestOperatorBinaryWithKubectl(t *testing.T) {
+	if err := framework.CheckAssets(); err != nil {
+		t.Fatal(err)
+	}
+	hubEnv, memberEnv := framework.NewHub(), framework.NewMember()
+	cfgs, err := framework.StartAll(hubEnv, memberEnv)
+	t.Cleanup(func() { framework.StopAll(hubEnv, memberEnv) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	hubKubeconfig := writeKubeconfig(t, hubEnv, dir, "hub")
+	memberKubeconfig := writeKubeconfig(t, memberEnv, dir, "member")
+	k := kubectl{t: t, bin: filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), kubeconfig: hubKubeconfig}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	member := kubernetes.NewForConfigOrDie(cfgs[1])
+	for i, role := range []string{"control-plane", "worker", "worker"} {
+		n := framework.NewNode(fmt.Sprintf("node-%d", i), map[string]string{"node-role.kubernetes.io/" + role: ""})
+		n.Status.Addresses[0].Address = fmt.Sprintf("10.0.0.%d", i+10)
+		if _, err := framework.CreateNode(ctx, member, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	operator := filepath.Join(dir, "nodemirror-operator")
+	build := exec.Command("go", "build", "-o", operator, "./cmd/operator")
+	build.Dir = framework.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	metricsAddr, probeAddr := freePort(t), freePort(t)
+	var logs bytes.Buffer
+	cmd := exec.Command(operator, "--kubeconfig", hubKubeconfig, "--leader-elect", "--leader-election-namespace", "default",
+		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", probeAddr, "--member-probe-interval", "500ms")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("operator log:\n%s", logs.String())
+		}
+	})
+
+	eventually(t, 30*time.Second, func() string {
+		resp, err := http.Get("http://" + probeAddr + "/readyz")
+		if err != nil {
+			return err.Error()
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return resp.Status
+		}
+		return ""
+	})
+
+	k.must("", "create", "namespace", "fleet")
+	k.must("", "-n", "fleet", "create", "secret", "generic", "edge-kubeconfig", "--from-file=kubeconfig="+memberKubeconfig)
+	k.must(`apiVersion: fleet.nodemirror.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: edge, namespace: fleet}
+spec:
+  kubeconfigSecretRef: {name: edge-kubeconfig}
+`, "apply", "-f", "-")
+	k.must("", "-n", "fleet", "wait", "managedcluster/edge", "--for=condition=Ready", "--timeout=60s")
+
+	out := k.must("", "get", "nodesnapshots", "-A")
+	t.Logf("kubectl get nodesnapshots -A\n%s", out)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if got := strings.Fields(lines[0]); strings.Join(got, " ") != "NAMESPACE NAME CLUSTER NODE STATUS ROLES VERSION AGE" {
+		t.Errorf("header = %q", lines[0])
+	}
+	if len(lines) != 4 {
+		t.Fatalf("want 3 snapshots, got:\n%s", out)
+	}
+	if f := strings.Fields(lines[1]); f[1] != "edge.node-0" || f[2] != "edge" || f[3] != "node-0" || f[4] != "Ready" || f[5] != "control-plane" || f[6] != "v1.37.2" {
+		t.Errorf("row = %q", lines[1])
+	}
+
+	wide := k.must("", "get", "nodesnapshots", "-n", "fleet", "-o", "wide")
+	t.Logf("kubectl get nodesnapshots -o wide\n%s", wide)
+	for _, col := range []string{"INTERNAL-IP", "OS-IMAGE", "KERNEL", "RUNTIME", "CPU", "MEMORY"} {
+		if !strings.Contains(strings.Split(wide, "\n")[0], col) {
+			t.Errorf("wide output lacks column %s", col)
+		}
+	}
+	if !strings.Contains(wide, "10.0.0.11") || !strings.Contains(wide, "containerd://2.1.4") {
+		t.Errorf("wide output lacks node details:\n%s", wide)
+	}
+
+	mcs := k.must("", "get", "managedclusters", "-A")
+	t.Logf("kubectl get managedclusters -A\n%s", mcs)
+	if got := strings.Join(strings.Fields(strings.Split(mcs, "\n")[0]), " "); got != "NAMESPACE NAME READY CONNECTED NODES READY-NODES VERSION AGE" {
+		t.Errorf("header = %q", got)
+	}
+	if f := strings.Fields(strings.Split(mcs, "\n")[1]); strings.Join(f[:7], " ") != "fleet edge True True 3 3 v1.37.2" {
+		t.Errorf("row = %q", f)
+	}
+	if out := k.must("", "get", "nodemirror", "-A"); !strings.Contains(out, "managedcluster.fleet.nodemirror.io/edge") || !strings.Contains(out, "nodesnapshot.fleet.nodemirror.io/edge.node-2") {
+		t.Errorf("category nodemirror does not list both kinds:\n%s", out)
+	}
+	if out := k.must("", "get", "mc", "-n", "fleet", "edge", "-o", "wide"); !strings.Contains(out, "MESSAGE") || !strings.Contains(out, "mirroring 3 nodes") {
+		t.Errorf("wide ManagedCluster lacks MESSAGE:\n%s", out)
+	}
+
+	// A cordon on the member shows in the STATUS column.
+	k2 := kubectl{t: t, bin: k.bin, kubeconfig: memberKubeconfig}
+	k2.must("", "cordon", "node-1")
+	eventually(t, 10*time.Second, func() string {
+		out, _ := k.run("", "get", "nodesnapshots", "-n", "fleet", "edge.node-1", "--no-headers")
+		if !strings.Contains(out, "Ready,SchedulingDisabled") {
+			return "node-1 not shown cordoned: " + out
+		}
+		return ""
+	})
+
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{`nodemirror_nodes_mirrored{cluster="fleet/edge"} 3`, `nodemirror_hub_writes_total{cluster="fleet/edge",operation="create"} 3`, "nodemirror_propagation_lag_seconds_bucket"} {
+		if !strings.Contains(body.String(), m) {
+			t.Errorf("metrics lack %q", m)
+		}
+	}
+
+	// Deleting through kubectl waits for the finalizer: snapshots first.
+	k.must("", "-n", "fleet", "delete", "managedcluster", "edge", "--timeout=60s")
+	if out := k.must("", "get", "nodesnapshots", "-A", "--no-headers"); strings.TrimSpace(out) != "" && !strings.Contains(out, "No resources") {
+		t.Errorf("snapshots left after delete:\n%s", out)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("operator exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("operator did not stop within 20s of SIGTERM")
+	}
+}
