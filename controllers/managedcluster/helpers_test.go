@@ -2,9 +2,9 @@ package managedcluster_test
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"maps"
 	"slices"
 
 	. "github.com/onsi/gomega"
