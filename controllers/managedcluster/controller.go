@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -84,6 +85,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&fleetv1.ManagedCluster{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersReading), builder.OnlyMetadata).
+		Watches(&fleetv1.NodeSnapshot{}, handler.Funcs{DeleteFunc: r.snapshotDeleted}, builder.OnlyMetadata).
 		WatchesRawSource(source.Channel(r.changes, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent}).
 		Complete(r)
@@ -101,6 +103,19 @@ func (r *Reconciler) clustersReading(ctx context.Context, secret client.Object) 
 		reqs[i].NamespacedName = client.ObjectKeyFromObject(&list.Items[i])
 	}
 	return reqs
+}
+
+// snapshotDeleted heals a NodeSnapshot deleted by someone else: the
+// cluster's session forgets it and writes it again. Deletions the operator
+// made itself find nothing to forget.
+func (r *Reconciler) snapshotDeleted(_ context.Context, e event.TypedDeleteEvent[client.Object], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	cluster := e.Object.GetLabels()[fleetv1.ClusterLabel]
+	if cluster == "" {
+		return
+	}
+	if running, ok := r.sessions.get(client.ObjectKey{Namespace: e.Object.GetNamespace(), Name: cluster}); ok {
+		running.session.Forget(e.Object.GetName())
+	}
 }
 
 // Reconcile brings a ManagedCluster's session and status in line with its spec.
@@ -145,6 +160,16 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 		}
 		return observation{paused: true}, nil
 	}
+	current, ok := r.sessions.get(key)
+	version, err := r.inputVersion(ctx, mc)
+	if err != nil {
+		return observation{}, err
+	}
+	if ok && version.secretRevision != "" && current.version == version {
+		// Nothing changed since the session started: no Secret read.
+		st := current.session.Status()
+		return observation{session: &st}, nil
+	}
 	in, err := r.memberInput(ctx, mc)
 	if cerr := (*session.ConfigError)(nil); errors.As(err, &cerr) {
 		// Terminal until the Secret or the spec changes, and both are
@@ -154,7 +179,6 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 	} else if err != nil {
 		return observation{}, err
 	}
-	current, ok := r.sessions.get(key)
 	if !ok || current.hash != in.hash {
 		if ok {
 			ctrl.LoggerFrom(ctx).Info("Spec or credentials changed: restarting session")
@@ -181,10 +205,28 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 			return observation{}, err
 		}
 		current = running{session: s, hash: in.hash}
-		r.sessions.put(key, current)
 	}
+	current.version = version
+	r.sessions.put(key, current)
 	st := current.session.Status()
 	return observation{session: &st}, nil
+}
+
+// inputVersion reads the Secret's resourceVersion from the metadata cache.
+// A Secret that is not there gives an empty revision.
+func (r *Reconciler) inputVersion(ctx context.Context, mc *fleetv1.ManagedCluster) (inputVersion, error) {
+	secret := &metav1.PartialObjectMetadata{}
+	secret.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	v := inputVersion{uid: mc.UID, generation: mc.Generation}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: mc.Spec.KubeconfigSecretRef.Name}, secret)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return v, err
+	default:
+		v.secretRevision = secret.ResourceVersion
+	}
+	return v, nil
 }
 
 func resyncPeriod(mc *fleetv1.ManagedCluster) time.Duration {

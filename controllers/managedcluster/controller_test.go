@@ -226,6 +226,36 @@ var _ = Describe("Mirroring", func() {
 		Eventually(f.condition("flaky", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
 	})
 
+	It("writes again a snapshot that someone else deleted", func() {
+		f := newFixture()
+		n1, n2 := f.node(member1, "s1", nil), f.node(member1, "s2", nil)
+		f.secret("heal-kubeconfig", member1Direct)
+		f.cluster("heal")
+		Eventually(f.nodeNames("heal")).Should(ConsistOf(n1, n2))
+		lost := f.snapshots("heal")[n1]
+		Expect(hub.Delete(ctx, &lost)).To(Succeed())
+		Eventually(func() string { return string(f.snapshot("heal", n1)().UID) }).ShouldNot(Or(BeEmpty(), Equal(string(lost.UID))))
+		Expect(f.snapshot("heal", n1)().Status.Summary).To(Equal("Ready"))
+	})
+
+	It("refreshes status from the session without reading the Secret again", func() {
+		f := newFixture()
+		n := f.node(member1, "st", nil)
+		f.secret("quiet-kubeconfig", member1Direct)
+		f.cluster("quiet")
+		Eventually(f.condition("quiet", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+		reads := hubRequests.Count("GET", f.ns, "secrets")
+		for _, s := range []corev1.ConditionStatus{corev1.ConditionFalse, corev1.ConditionTrue, corev1.ConditionFalse} {
+			Expect(framework.SetReady(ctx, member1, n, s)).To(Succeed())
+			want := int32(0)
+			if s == corev1.ConditionTrue {
+				want = 1
+			}
+			Eventually(func() int32 { return f.get("quiet").Status.Nodes.Ready }).Should(Equal(want))
+		}
+		Expect(hubRequests.Count("GET", f.ns, "secrets")).To(Equal(reads))
+	})
+
 	It("pauses: stops watching, keeps the snapshots and says so", func() {
 		f := newFixture()
 		n := f.node(member1, "p1", nil)

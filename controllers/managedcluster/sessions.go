@@ -8,10 +8,22 @@ import (
 	"github.com/nodemirror/nodemirror/internal/session"
 )
 
-// running is a session and the hash of what it was started from.
+// running is a session and what it was started from.
 type running struct {
 	session *session.Session
-	hash    string
+	// hash covers everything the session was started from; a different
+	// hash means a restart.
+	hash string
+	// version says cheaply, from cached metadata only, that nothing the
+	// hash covers can have changed since it was computed.
+	version inputVersion
+}
+
+// inputVersion identifies a ManagedCluster spec and a Secret revision.
+type inputVersion struct {
+	uid            types.UID
+	generation     int64
+	secretRevision string
 }
 
 // sessions holds one running session per ManagedCluster.

@@ -219,6 +219,25 @@ func addResources(sum, add corev1.ResourceList) {
 	}
 }
 
+// Forget tells the session that the hub lost a snapshot it wrote (someone
+// deleted it): the node is written again.
+func (s *Session) Forget(snapshotName string) {
+	s.mu.Lock()
+	var node string
+	for n, w := range s.known {
+		if w.name == snapshotName {
+			node = n
+			delete(s.known, n)
+			break
+		}
+	}
+	s.mu.Unlock()
+	if node != "" {
+		s.log.Info("NodeSnapshot deleted by someone else; writing it again", "nodeSnapshot", klog.KRef(s.cfg.Cluster.Namespace, snapshotName))
+		s.queue.Add(node)
+	}
+}
+
 func (s *Session) notify() {
 	select {
 	case s.changed <- struct{}{}:
