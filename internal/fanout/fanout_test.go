@@ -1,0 +1,186 @@
+package fanout
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/nodemirror/nodemirror/internal/protocol"
+)
+
+func snap(ns, cluster, node, rv string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("fleet.nodemirror.io/v1alpha1")
+	u.SetKind("NodeSnapshot")
+	u.SetNamespace(ns)
+	u.SetName(cluster + "." + node)
+	u.SetResourceVersion(rv)
+	u.SetLabels(map[string]string{"fleet.nodemirror.io/cluster": cluster})
+	return u
+}
+
+func newTestBroker(history int) *Broker {
+	return NewBroker("fleet.nodemirror.io/v1alpha1", "NodeSnapshot", ByLabel("fleet.nodemirror.io/cluster"), history)
+}
+
+// drain pops everything pending as "TYPE name@resume" strings.
+func drain(t *testing.T, o *Outbox) []string {
+	t.Helper()
+	var out []string
+	for {
+		it, overflow := o.Pop()
+		if overflow {
+			return append(out, "OVERFLOW")
+		}
+		if it == nil {
+			return out
+		}
+		var env protocol.Envelope
+		if err := json.Unmarshal(it.Encode(), &env); err != nil {
+			t.Fatalf("envelope is not JSON: %v: %s", err, it.Encode())
+		}
+		var meta struct {
+			Metadata struct{ Name, ResourceVersion string }
+			Code     int
+		}
+		_ = json.Unmarshal(env.Event.Object, &meta)
+		name := meta.Metadata.Name
+		if env.Event.Type == protocol.Error {
+			name = fmt.Sprint(meta.Code)
+		}
+		out = append(out, fmt.Sprintf("%s %s@%s", env.Event.Type, name, env.ResourceVersion))
+	}
+}
+
+func TestOutboxConflation(t *testing.T) {
+	a := &Object{Namespace: "n", Name: "a", Raw: []byte(`{"metadata":{"name":"a"}}`)}
+	b := &Object{Namespace: "n", Name: "b", Raw: []byte(`{"metadata":{"name":"b"}}`)}
+	for _, tc := range []struct {
+		name   string
+		pushes func(o *Outbox)
+		want   []string
+	}{
+		{"modified twice", func(o *Outbox) {
+			o.push("s", protocol.Modified, a, "1")
+			o.push("s", protocol.Modified, b, "2")
+			o.push("s", protocol.Modified, a, "3")
+		}, []string{"MODIFIED b@2", "MODIFIED a@3"}},
+		{"added then modified", func(o *Outbox) {
+			o.push("s", protocol.Added, a, "1")
+			o.push("s", protocol.Modified, a, "2")
+		}, []string{"ADDED a@2"}},
+		{"added then deleted", func(o *Outbox) {
+			o.push("s", protocol.Added, a, "1")
+			o.push("s", protocol.Deleted, a, "2")
+		}, nil},
+		{"modified then deleted keeps the delete", func(o *Outbox) {
+			o.push("s", protocol.Modified, a, "1")
+			o.push("s", protocol.Deleted, a, "2")
+		}, []string{"DELETED a@2"}},
+		{"deleted then added", func(o *Outbox) {
+			o.push("s", protocol.Deleted, a, "1")
+			o.push("s", protocol.Added, a, "2")
+		}, []string{"MODIFIED a@2"}},
+		{"subscriptions are separate", func(o *Outbox) {
+			o.push("s", protocol.Modified, a, "1")
+			o.push("t", protocol.Modified, a, "1")
+		}, []string{"MODIFIED a@1", "MODIFIED a@1"}},
+		{"overflow", func(o *Outbox) {
+			for i := range 5 {
+				o.push("s", protocol.Added, &Object{Namespace: "n", Name: fmt.Sprint(i), Raw: []byte("{}")}, "")
+			}
+		}, []string{"OVERFLOW"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := NewOutbox(4, nil)
+			tc.pushes(o)
+			if got := drain(t, o); strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBrokerInitialStateAndChanges(t *testing.T) {
+	b := newTestBroker(100)
+	if err := b.Replace([]any{snap("x", "c1", "n1", "10"), snap("x", "c2", "n1", "11"), snap("y", "c1", "n9", "12")}, "20"); err != nil {
+		t.Fatal(err)
+	}
+	out := NewOutbox(100, nil)
+	b.Subscribe(&Subscription{ID: "s", Filter: Filter{Namespace: "x"}, Out: out}, "")
+	if got, want := drain(t, out), []string{"ADDED c1.n1@", "ADDED c2.n1@", "BOOKMARK @20"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("initial state %v, want %v", got, want)
+	}
+	only := NewOutbox(100, nil)
+	b.Subscribe(&Subscription{ID: "c2", Filter: Filter{Namespace: "x", Clusters: map[string]bool{"c2": true}}, Out: only}, "")
+	drain(t, only)
+
+	_ = b.Update(snap("x", "c1", "n1", "21"))
+	_ = b.Add(snap("y", "c1", "n8", "22"))
+	_ = b.Delete(snap("x", "c2", "n1", "23"))
+	if got, want := drain(t, out), []string{"MODIFIED c1.n1@21", "DELETED c2.n1@23"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("changes %v, want %v", got, want)
+	}
+	if got, want := drain(t, only), []string{"DELETED c2.n1@23"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("cluster filter %v, want %v", got, want)
+	}
+	if objs, rv := b.List(Filter{}); len(objs) != 3 || rv != "23" || objs[0].Name != "c1.n1" || objs[2].Namespace != "y" {
+		t.Errorf("List = %d objects at %s", len(objs), rv)
+	}
+	_ = b.Bookmark("30")
+	if got := drain(t, out); strings.Join(got, ",") != "BOOKMARK @30" {
+		t.Errorf("bookmark %v", got)
+	}
+}
+
+func TestBrokerResume(t *testing.T) {
+	b := newTestBroker(3)
+	_ = b.Replace([]any{snap("x", "c", "a", "5"), snap("x", "c", "b", "6")}, "10")
+	_ = b.Update(snap("x", "c", "a", "11"))
+	_ = b.Update(snap("x", "c", "b", "12"))
+	_ = b.Update(snap("x", "c", "a", "13"))
+
+	resume := func(rv string) []string {
+		out := NewOutbox(100, nil)
+		b.Subscribe(&Subscription{ID: "s", Filter: Filter{Namespace: "x"}, Out: out}, rv)
+		return drain(t, out)
+	}
+	if got, want := resume("11"), []string{"MODIFIED c.b@12", "MODIFIED c.a@13", "BOOKMARK @13"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("resume from 11: %v, want %v", got, want)
+	}
+	if got, want := resume("13"), []string{"BOOKMARK @13"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("resume from latest: %v, want %v", got, want)
+	}
+	// A fourth event pushes the 11 out of the three-event history.
+	_ = b.Update(snap("x", "c", "b", "14"))
+	if got, want := resume("10"), []string{"ERROR 410@", "ADDED c.a@", "ADDED c.b@", "BOOKMARK @14"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("resume from evicted: %v, want %v", got, want)
+	}
+	// From the new history start: b@12 and b@14 conflate, in order.
+	if got, want := resume("11"), []string{"MODIFIED c.a@13", "MODIFIED c.b@14", "BOOKMARK @14"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("resume from the new history start: %v, want %v", got, want)
+	}
+	if got := resume("99"); got[0] != "ERROR 410@" {
+		t.Errorf("resume from the future must start over: %v", got)
+	}
+}
+
+func TestBrokerRelist(t *testing.T) {
+	b := newTestBroker(10)
+	_ = b.Replace([]any{snap("x", "c", "a", "5"), snap("x", "c", "b", "6")}, "10")
+	out := NewOutbox(100, nil)
+	b.Subscribe(&Subscription{ID: "s", Filter: Filter{Namespace: "x"}, Out: out}, "")
+	drain(t, out)
+	// While the watch was down, a was deleted, b changed and c appeared.
+	_ = b.Replace([]any{snap("x", "c", "b", "16"), snap("x", "c", "c", "17")}, "20")
+	got := drain(t, out)
+	if strings.Join(got, ",") != "DELETED c.a@20,MODIFIED c.b@20,ADDED c.c@20" && strings.Join(got, ",") != "DELETED c.a@20,ADDED c.c@20,MODIFIED c.b@20" {
+		t.Errorf("relist diff: %v", got)
+	}
+	if b.Len() != 2 {
+		t.Errorf("Len = %d", b.Len())
+	}
+}

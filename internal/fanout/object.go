@@ -1,0 +1,67 @@
+package fanout
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// Object is one hub object as the broker holds it: encoded once and shared
+// by every client, never modified after creation.
+type Object struct {
+	Namespace string
+	Name      string
+	// Cluster is the ManagedCluster the object belongs to (its own name for
+	// a ManagedCluster), for cluster filters.
+	Cluster         string
+	ResourceVersion string
+	// Raw is the object's JSON, managedFields stripped.
+	Raw []byte
+	rv  uint64
+}
+
+// ClusterOf tells which ManagedCluster an object belongs to.
+type ClusterOf func(u *unstructured.Unstructured) string
+
+// ByLabel reads the cluster from a label.
+func ByLabel(key string) ClusterOf {
+	return func(u *unstructured.Unstructured) string { return u.GetLabels()[key] }
+}
+
+// ByName uses the object's own name.
+func ByName(u *unstructured.Unstructured) string { return u.GetName() }
+
+func newObject(u *unstructured.Unstructured, clusterOf ClusterOf) (*Object, error) {
+	u.SetManagedFields(nil)
+	raw, err := json.Marshal(u.Object)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+	}
+	rv, _ := strconv.ParseUint(u.GetResourceVersion(), 10, 64)
+	return &Object{
+		Namespace:       u.GetNamespace(),
+		Name:            u.GetName(),
+		Cluster:         clusterOf(u),
+		ResourceVersion: u.GetResourceVersion(),
+		Raw:             raw,
+		rv:              rv,
+	}, nil
+}
+
+// Filter selects the objects a subscription receives.
+type Filter struct {
+	// Namespace, or "" for all namespaces.
+	Namespace string
+	// Clusters, if not empty, keeps only objects of these clusters.
+	Clusters map[string]bool
+}
+
+// Match reports whether o passes the filter.
+func (f Filter) Match(o *Object) bool {
+	if f.Namespace != "" && o.Namespace != f.Namespace {
+		return false
+	}
+	return len(f.Clusters) == 0 || f.Clusters[o.Cluster]
+}

@@ -1,0 +1,203 @@
+package fanout
+
+import (
+	"container/list"
+	"encoding/json"
+	"strconv"
+	"sync"
+
+	"github.com/nodemirror/nodemirror/internal/protocol"
+)
+
+// Item is one pending message of an Outbox.
+type Item struct {
+	Subscription string
+	// Type is the watch event type.
+	Type string
+	// Object is set for ADDED, MODIFIED and DELETED.
+	Object *Object
+	// ResumeFrom is the envelope's resourceVersion: "" for the events of an
+	// initial state.
+	ResumeFrom string
+	// Body is the pre-encoded object of a BOOKMARK or ERROR.
+	Body []byte
+}
+
+// Encode renders the item as an Envelope. Subscription IDs are validated
+// to need no escaping, so the envelope is assembled around the shared,
+// pre-encoded object instead of encoding it again per client.
+func (it *Item) Encode() []byte {
+	obj := it.Body
+	if it.Object != nil {
+		obj = it.Object.Raw
+	}
+	b := make([]byte, 0, len(obj)+96+len(it.Subscription))
+	b = append(b, `{"subscription":`...)
+	b = strconv.AppendQuote(b, it.Subscription)
+	if it.ResumeFrom != "" {
+		b = append(b, `,"resourceVersion":`...)
+		b = strconv.AppendQuote(b, it.ResumeFrom)
+	}
+	b = append(b, `,"event":{"type":"`...)
+	b = append(b, it.Type...)
+	b = append(b, `","object":`...)
+	b = append(b, obj...)
+	return append(b, "}}"...)
+}
+
+type itemKey struct{ subscription, namespace, name string }
+
+// Outbox is a connection's queue of pending messages, conflated per object.
+// Push never blocks; the connection's writer takes items with Pop.
+type Outbox struct {
+	mu        sync.Mutex
+	items     *list.List // of *Item, oldest first
+	index     map[itemKey]*list.Element
+	limit     int
+	overflow  bool
+	closed    bool
+	ready     chan struct{}
+	conflated func()
+}
+
+// NewOutbox returns an Outbox that overflows past limit pending items.
+// onConflate, if not nil, is called for every conflated event.
+func NewOutbox(limit int, onConflate func()) *Outbox {
+	if onConflate == nil {
+		onConflate = func() {}
+	}
+	return &Outbox{items: list.New(), index: map[itemKey]*list.Element{}, limit: limit, ready: make(chan struct{}, 1), conflated: onConflate}
+}
+
+// Ready is signalled when items may be waiting, the Outbox overflowed or closed.
+func (o *Outbox) Ready() <-chan struct{} { return o.ready }
+
+func (o *Outbox) signal() {
+	select {
+	case o.ready <- struct{}{}:
+	default:
+	}
+}
+
+// push queues an object event, merging it with a pending event for the
+// same object of the same subscription.
+func (o *Outbox) push(sub, typ string, obj *Object, resumeFrom string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed || o.overflow {
+		return
+	}
+	key := itemKey{sub, obj.Namespace, obj.Name}
+	if el, ok := o.index[key]; ok {
+		old := el.Value.(*Item)
+		o.items.Remove(el)
+		delete(o.index, key)
+		o.conflated()
+		typ = merge(old.Type, typ)
+		if typ == "" {
+			return // added and deleted before the client saw either
+		}
+	}
+	o.append(key, &Item{Subscription: sub, Type: typ, Object: obj, ResumeFrom: resumeFrom})
+}
+
+// merge is the one event that tells a client what two events in a row
+// told it; "" means nothing at all.
+func merge(older, newer string) string {
+	switch {
+	case older == protocol.Added && newer == protocol.Deleted:
+		return ""
+	case older == protocol.Added:
+		return protocol.Added
+	case older == protocol.Deleted && newer != protocol.Deleted:
+		return protocol.Modified
+	default:
+		return newer
+	}
+}
+
+// pushControl queues a BOOKMARK or ERROR, never conflated.
+func (o *Outbox) pushControl(sub, typ string, body any, resumeFrom string) {
+	raw, err := json.Marshal(body)
+	if err != nil {
+		panic(err) // only our own Status and bookmark types get here
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed || o.overflow {
+		return
+	}
+	o.append(itemKey{}, &Item{Subscription: sub, Type: typ, Body: raw, ResumeFrom: resumeFrom})
+}
+
+// PushError queues an ERROR event carrying a Kubernetes Status.
+func (o *Outbox) PushError(sub string, status any) {
+	o.pushControl(sub, protocol.Error, status, "")
+}
+
+func (o *Outbox) append(key itemKey, it *Item) {
+	if o.items.Len() >= o.limit {
+		o.overflow = true
+		o.signal()
+		return
+	}
+	el := o.items.PushBack(it)
+	if key != (itemKey{}) {
+		o.index[key] = el
+	}
+	o.signal()
+}
+
+// Pop takes the oldest pending item. It returns nil when none is pending,
+// and overflow true once the Outbox overflowed: the connection must then be
+// closed with protocol.CloseResume.
+func (o *Outbox) Pop() (it *Item, overflow bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.overflow {
+		return nil, true
+	}
+	el := o.items.Front()
+	if el == nil {
+		return nil, false
+	}
+	o.items.Remove(el)
+	it = el.Value.(*Item)
+	if it.Object != nil {
+		delete(o.index, itemKey{it.Subscription, it.Object.Namespace, it.Object.Name})
+	}
+	return it, false
+}
+
+// Len is the number of pending items.
+func (o *Outbox) Len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.items.Len()
+}
+
+// DropSubscription removes the pending items of a subscription.
+func (o *Outbox) DropSubscription(sub string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for el := o.items.Front(); el != nil; {
+		next := el.Next()
+		if it := el.Value.(*Item); it.Subscription == sub {
+			o.items.Remove(el)
+			if it.Object != nil {
+				delete(o.index, itemKey{sub, it.Object.Namespace, it.Object.Name})
+			}
+		}
+		el = next
+	}
+}
+
+// Close drops everything pending and refuses further pushes.
+func (o *Outbox) Close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed = true
+	o.items.Init()
+	clear(o.index)
+	o.signal()
+}
