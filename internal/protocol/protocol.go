@@ -110,6 +110,9 @@ type WatchEvent struct {
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
 
+// ValidID reports whether id may name a subscription.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
 // Decode parses and validates one client message. On failure it returns a
 // Status to send back in an ERROR event, and the ID if one could be read.
 func Decode(data []byte) (*ClientMessage, *metav1.Status) {

@@ -1,0 +1,184 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/coder/websocket"
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodemirror/nodemirror/internal/fanout"
+	"github.com/nodemirror/nodemirror/internal/protocol"
+)
+
+// client is one websocket connection. Only its reader touches subs; the
+// writer only drains the outbox.
+type client struct {
+	s    *Server
+	ws   *websocket.Conn
+	user *User
+	log  logr.Logger
+	out  *fanout.Outbox
+	subs map[string]*subscription
+}
+
+type subscription struct {
+	kind *kindInfo
+	sub  *fanout.Subscription
+}
+
+func (c *client) run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		for _, s := range c.subs {
+			s.kind.broker.Unsubscribe(s.sub)
+		}
+		c.s.metrics.subscriptions.Sub(float64(len(c.subs)))
+		c.out.Close()
+		wg.Wait()
+		_ = c.ws.CloseNow()
+	}()
+	wg.Go(func() { c.writeLoop(ctx, cancel) })
+	wg.Go(func() { c.pingLoop(ctx, cancel) })
+	c.readLoop(ctx)
+}
+
+func (c *client) readLoop(ctx context.Context) {
+	for {
+		typ, data, err := c.ws.Read(ctx)
+		if err != nil {
+			if status := websocket.CloseStatus(err); status == -1 && ctx.Err() == nil {
+				c.log.V(2).Info("Client connection ended", "err", err)
+			}
+			return
+		}
+		if typ != websocket.MessageText {
+			c.out.PushError("", protocol.BadRequest("binary messages are not supported: send JSON text"))
+			continue
+		}
+		c.handle(ctx, data)
+	}
+}
+
+func (c *client) handle(ctx context.Context, data []byte) {
+	m, status := protocol.Decode(data)
+	if status != nil {
+		id := ""
+		if m != nil && protocol.ValidID(m.ID) {
+			id = m.ID
+		}
+		c.out.PushError(id, status)
+		return
+	}
+	switch m.Type {
+	case protocol.TypeUnsubscribe:
+		s, ok := c.subs[m.ID]
+		if !ok {
+			c.out.PushError(m.ID, protocol.NewStatus(http.StatusNotFound, metav1.StatusReasonNotFound, fmt.Sprintf("no subscription %q", m.ID)))
+			return
+		}
+		s.kind.broker.Unsubscribe(s.sub)
+		delete(c.subs, m.ID)
+		c.s.metrics.subscriptions.Dec()
+	case protocol.TypeSubscribe:
+		c.subscribe(ctx, m)
+	}
+}
+
+func (c *client) subscribe(ctx context.Context, m *protocol.ClientMessage) {
+	if _, ok := c.subs[m.ID]; ok {
+		c.out.PushError(m.ID, protocol.NewStatus(http.StatusConflict, metav1.StatusReasonAlreadyExists, fmt.Sprintf("subscription %q exists: unsubscribe first or pick another id", m.ID)))
+		return
+	}
+	if len(c.subs) >= c.s.opts.MaxSubscriptionsPerConn {
+		c.out.PushError(m.ID, protocol.NewStatus(http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests, fmt.Sprintf("at most %d subscriptions per connection", c.s.opts.MaxSubscriptionsPerConn)))
+		return
+	}
+	k := c.s.kinds[m.Kind]
+	allowed, reason, err := c.s.auth.Allowed(ctx, c.user, k.resource, m.Namespace)
+	if err != nil {
+		c.log.Error(err, "Cannot authorize subscription")
+		c.out.PushError(m.ID, protocol.NewStatus(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "cannot check authorization with the hub; retry later"))
+		return
+	}
+	if !allowed {
+		c.s.metrics.authDenials.WithLabelValues("forbidden").Inc()
+		c.out.PushError(m.ID, protocol.NewStatus(http.StatusForbidden, metav1.StatusReasonForbidden, forbiddenMessage(c.user, k.resource, m.Namespace, reason)))
+		return
+	}
+	f := fanout.Filter{Namespace: m.Namespace}
+	if len(m.Clusters) > 0 {
+		f.Clusters = map[string]bool{}
+		for _, cl := range m.Clusters {
+			f.Clusters[cl] = true
+		}
+	}
+	s := &subscription{kind: k, sub: &fanout.Subscription{ID: m.ID, Filter: f, Out: c.out}}
+	c.subs[m.ID] = s
+	c.s.metrics.subscriptions.Inc()
+	k.broker.Subscribe(s.sub, m.ResourceVersion)
+}
+
+// writeLoop sends what the outbox holds, one message at a time, so that
+// while a slow client's write is in flight its pending events conflate.
+func (c *client) writeLoop(ctx context.Context, cancel context.CancelFunc) {
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.out.Ready():
+		}
+		for {
+			it, overflow := c.out.Pop()
+			if overflow {
+				c.s.metrics.slowCloses.Inc()
+				c.log.Info("Closing a client that fell too far behind", "user", c.user.Name)
+				_ = c.ws.Close(protocol.CloseResume, "too far behind: reconnect and resume from your last resourceVersion")
+				return
+			}
+			if it == nil {
+				break
+			}
+			wctx, done := context.WithTimeout(ctx, c.s.opts.WriteTimeout)
+			err := c.ws.Write(wctx, websocket.MessageText, it.Encode())
+			done()
+			if err != nil {
+				if !errors.Is(err, context.Canceled) {
+					c.log.V(1).Info("Cannot write to client; closing", "err", err)
+				}
+				return
+			}
+			c.s.metrics.sent.Inc()
+		}
+	}
+}
+
+func (c *client) pingLoop(ctx context.Context, cancel context.CancelFunc) {
+	defer cancel()
+	ticker := c.s.clock.NewTicker(c.s.opts.PingInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C():
+		}
+		pctx, done := context.WithTimeout(ctx, c.s.opts.PingInterval/2)
+		err := c.ws.Ping(pctx)
+		done()
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.V(1).Info("Client did not answer a ping; closing", "err", err)
+				_ = c.ws.Close(websocket.StatusGoingAway, "ping timeout")
+			}
+			return
+		}
+	}
+}
