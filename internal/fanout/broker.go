@@ -195,7 +195,7 @@ func (b *Broker) publish(ev event) {
 	rv := strconv.FormatUint(ev.pos, 10)
 	for s := range b.subs {
 		if s.Filter.Match(ev.obj) {
-			s.Out.push(s.ID, ev.typ, ev.obj, rv)
+			s.Out.push(s.ID, ev.typ, ev.obj, rv, false)
 		}
 	}
 }
@@ -229,7 +229,7 @@ func (b *Broker) Subscribe(s *Subscription, resumeFrom string) {
 			for i := range b.size {
 				ev := b.history[(b.head+i)%len(b.history)]
 				if ev.pos > rv && s.Filter.Match(ev.obj) {
-					s.Out.push(s.ID, ev.typ, ev.obj, strconv.FormatUint(ev.pos, 10))
+					s.Out.push(s.ID, ev.typ, ev.obj, strconv.FormatUint(ev.pos, 10), true)
 				}
 			}
 			s.Out.pushControl(s.ID, protocol.Bookmark, b.bookmark(true), b.latestString())
@@ -240,7 +240,7 @@ func (b *Broker) Subscribe(s *Subscription, resumeFrom string) {
 			resumeFrom, b.historyStart, b.latest)))
 	}
 	for _, o := range b.listLocked(s.Filter) {
-		s.Out.push(s.ID, protocol.Added, o, "")
+		s.Out.push(s.ID, protocol.Added, o, "", true)
 	}
 	s.Out.pushControl(s.ID, protocol.Bookmark, b.bookmark(true), b.latestString())
 }

@@ -64,35 +64,40 @@ func TestOutboxConflation(t *testing.T) {
 		want   []string
 	}{
 		{"modified twice", func(o *Outbox) {
-			o.push("s", protocol.Modified, a, "1")
-			o.push("s", protocol.Modified, b, "2")
-			o.push("s", protocol.Modified, a, "3")
+			o.push("s", protocol.Modified, a, "1", false)
+			o.push("s", protocol.Modified, b, "2", false)
+			o.push("s", protocol.Modified, a, "3", false)
 		}, []string{"MODIFIED b@2", "MODIFIED a@3"}},
 		{"added then modified", func(o *Outbox) {
-			o.push("s", protocol.Added, a, "1")
-			o.push("s", protocol.Modified, a, "2")
+			o.push("s", protocol.Added, a, "1", false)
+			o.push("s", protocol.Modified, a, "2", false)
 		}, []string{"ADDED a@2"}},
 		{"added then deleted", func(o *Outbox) {
-			o.push("s", protocol.Added, a, "1")
-			o.push("s", protocol.Deleted, a, "2")
+			o.push("s", protocol.Added, a, "1", false)
+			o.push("s", protocol.Deleted, a, "2", false)
 		}, nil},
 		{"modified then deleted keeps the delete", func(o *Outbox) {
-			o.push("s", protocol.Modified, a, "1")
-			o.push("s", protocol.Deleted, a, "2")
+			o.push("s", protocol.Modified, a, "1", false)
+			o.push("s", protocol.Deleted, a, "2", false)
 		}, []string{"DELETED a@2"}},
 		{"deleted then added", func(o *Outbox) {
-			o.push("s", protocol.Deleted, a, "1")
-			o.push("s", protocol.Added, a, "2")
+			o.push("s", protocol.Deleted, a, "1", false)
+			o.push("s", protocol.Added, a, "2", false)
 		}, []string{"MODIFIED a@2"}},
 		{"subscriptions are separate", func(o *Outbox) {
-			o.push("s", protocol.Modified, a, "1")
-			o.push("t", protocol.Modified, a, "1")
+			o.push("s", protocol.Modified, a, "1", false)
+			o.push("t", protocol.Modified, a, "1", false)
 		}, []string{"MODIFIED a@1", "MODIFIED a@1"}},
 		{"overflow", func(o *Outbox) {
 			for i := range 5 {
-				o.push("s", protocol.Added, &Object{Namespace: "n", Name: fmt.Sprint(i), Raw: []byte("{}")}, "")
+				o.push("s", protocol.Added, &Object{Namespace: "n", Name: fmt.Sprint(i), Raw: []byte(`{"metadata":{"name":"x"}}`)}, fmt.Sprint(i), false)
 			}
 		}, []string{"OVERFLOW"}},
+		{"catching up never overflows", func(o *Outbox) {
+			for i := range 6 {
+				o.push("s", protocol.Added, &Object{Namespace: "n", Name: fmt.Sprint(i), Raw: []byte(`{"metadata":{"name":"x"}}`)}, "", true)
+			}
+		}, []string{"ADDED x@", "ADDED x@", "ADDED x@", "ADDED x@", "ADDED x@", "ADDED x@"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := NewOutbox(4, nil)

@@ -21,6 +21,11 @@ type Item struct {
 	ResumeFrom string
 	// Body is the pre-encoded object of a BOOKMARK or ERROR.
 	Body []byte
+	// catchUp marks the events a subscription starts with (its initial
+	// state, or what it missed before resuming). They do not count against
+	// the Outbox limit: a subscription must always be able to catch up,
+	// and conflation bounds them by the number of objects it sees.
+	catchUp bool
 }
 
 // Encode renders the item as an Envelope. Subscription IDs are validated
@@ -53,6 +58,7 @@ type Outbox struct {
 	mu        sync.Mutex
 	items     *list.List // of *Item, oldest first
 	index     map[itemKey]*list.Element
+	live      int // pending items that are not catch-up
 	limit     int
 	overflow  bool
 	closed    bool
@@ -60,7 +66,8 @@ type Outbox struct {
 	conflated func()
 }
 
-// NewOutbox returns an Outbox that overflows past limit pending items.
+// NewOutbox returns an Outbox that overflows past limit pending items
+// (the events subscriptions catch up with aside).
 // onConflate, if not nil, is called for every conflated event.
 func NewOutbox(limit int, onConflate func()) *Outbox {
 	if onConflate == nil {
@@ -81,7 +88,7 @@ func (o *Outbox) signal() {
 
 // push queues an object event, merging it with a pending event for the
 // same object of the same subscription.
-func (o *Outbox) push(sub, typ string, obj *Object, resumeFrom string) {
+func (o *Outbox) push(sub, typ string, obj *Object, resumeFrom string, catchUp bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed || o.overflow {
@@ -89,16 +96,24 @@ func (o *Outbox) push(sub, typ string, obj *Object, resumeFrom string) {
 	}
 	key := itemKey{sub, obj.Namespace, obj.Name}
 	if el, ok := o.index[key]; ok {
-		old := el.Value.(*Item)
-		o.items.Remove(el)
-		delete(o.index, key)
+		o.remove(el)
 		o.conflated()
-		typ = merge(old.Type, typ)
+		typ = merge(el.Value.(*Item).Type, typ)
 		if typ == "" {
 			return // added and deleted before the client saw either
 		}
 	}
-	o.append(key, &Item{Subscription: sub, Type: typ, Object: obj, ResumeFrom: resumeFrom})
+	o.append(key, &Item{Subscription: sub, Type: typ, Object: obj, ResumeFrom: resumeFrom, catchUp: catchUp})
+}
+
+func (o *Outbox) remove(el *list.Element) {
+	it := o.items.Remove(el).(*Item)
+	if it.Object != nil {
+		delete(o.index, itemKey{it.Subscription, it.Object.Namespace, it.Object.Name})
+	}
+	if !it.catchUp {
+		o.live--
+	}
 }
 
 // merge is the one event that tells a client what two events in a row
@@ -136,10 +151,13 @@ func (o *Outbox) PushError(sub string, status any) {
 }
 
 func (o *Outbox) append(key itemKey, it *Item) {
-	if o.items.Len() >= o.limit {
-		o.overflow = true
-		o.signal()
-		return
+	if !it.catchUp {
+		if o.live >= o.limit {
+			o.overflow = true
+			o.signal()
+			return
+		}
+		o.live++
 	}
 	el := o.items.PushBack(it)
 	if key != (itemKey{}) {
@@ -161,12 +179,8 @@ func (o *Outbox) Pop() (it *Item, overflow bool) {
 	if el == nil {
 		return nil, false
 	}
-	o.items.Remove(el)
-	it = el.Value.(*Item)
-	if it.Object != nil {
-		delete(o.index, itemKey{it.Subscription, it.Object.Namespace, it.Object.Name})
-	}
-	return it, false
+	o.remove(el)
+	return el.Value.(*Item), false
 }
 
 // Len is the number of pending items.
@@ -182,11 +196,8 @@ func (o *Outbox) DropSubscription(sub string) {
 	defer o.mu.Unlock()
 	for el := o.items.Front(); el != nil; {
 		next := el.Next()
-		if it := el.Value.(*Item); it.Subscription == sub {
-			o.items.Remove(el)
-			if it.Object != nil {
-				delete(o.index, itemKey{sub, it.Object.Namespace, it.Object.Name})
-			}
+		if el.Value.(*Item).Subscription == sub {
+			o.remove(el)
 		}
 		el = next
 	}
@@ -199,5 +210,6 @@ func (o *Outbox) Close() {
 	o.closed = true
 	o.items.Init()
 	clear(o.index)
+	o.live = 0
 	o.signal()
 }

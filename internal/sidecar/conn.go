@@ -175,8 +175,10 @@ func (c *client) pingLoop(ctx context.Context, cancel context.CancelFunc) {
 		done()
 		if err != nil {
 			if ctx.Err() == nil {
+				// A peer that does not answer pings would not answer a
+				// close handshake either.
 				c.log.V(1).Info("Client did not answer a ping; closing", "err", err)
-				_ = c.ws.Close(websocket.StatusGoingAway, "ping timeout")
+				_ = c.ws.CloseNow()
 			}
 			return
 		}

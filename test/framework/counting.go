@@ -7,7 +7,8 @@ import (
 )
 
 // RequestCounter counts the requests a client sends, by method, namespace
-// and resource. Wrap a rest.Config's transport with it.
+// and resource; watches count as method "WATCH". Wrap a rest.Config's
+// transport with it.
 type RequestCounter struct {
 	mu     sync.Mutex
 	counts map[requestKey]int
@@ -23,7 +24,11 @@ func (c *RequestCounter) Wrap(rt http.RoundTripper) http.RoundTripper {
 			c.counts = map[requestKey]int{}
 		}
 		ns, res := resourceOf(req.URL.Path)
-		c.counts[requestKey{req.Method, ns, res}]++
+		method := req.Method
+		if w := req.URL.Query().Get("watch"); w == "true" || w == "1" {
+			method = "WATCH"
+		}
+		c.counts[requestKey{method, ns, res}]++
 		c.mu.Unlock()
 		return rt.RoundTrip(req)
 	})
