@@ -40,6 +40,7 @@ verify-generated: generate manifests ## Fail when generated files are not commit
 .PHONY: build
 build: ## Build the binaries into bin/.
 	go build -o $(LOCALBIN)/nodemirror-operator ./cmd/operator
+	go build -o $(LOCALBIN)/nodemirror-sidecar ./cmd/sidecar
 
 ##@ Test
 

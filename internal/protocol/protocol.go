@@ -30,8 +30,6 @@ const (
 	// CloseResume: the client fell too far behind; reconnect and
 	// subscribe again with the last resourceVersion it stored.
 	CloseResume = 4000
-	// CloseUnauthorized: the token expired or was revoked mid-connection.
-	CloseUnauthorized = 4001
 )
 
 // Kinds a client can subscribe to.

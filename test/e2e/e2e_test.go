@@ -5,6 +5,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/nodemirror/nodemirror/internal/protocol"
 	"github.com/nodemirror/nodemirror/test/framework"
 )
 
@@ -217,6 +221,8 @@ spec:
 		}
 	}
 
+	testSidecarBinary(t, k, k2, hubKubeconfig, dir)
+
 	// Deleting through kubectl waits for the finalizer: snapshots first.
 	k.must("", "-n", "fleet", "delete", "managedcluster", "edge", "--timeout=60s")
 	if out := k.must("", "get", "nodesnapshots", "-A", "--no-headers"); strings.TrimSpace(out) != "" && !strings.Contains(out, "No resources") {
@@ -233,5 +239,118 @@ spec:
 		}
 	case <-time.After(20 * time.Second):
 		t.Error("operator did not stop within 20s of SIGTERM")
+	}
+}
+
+// testSidecarBinary runs the sidecar binary against the hub and reads the
+// mirrored nodes through it as a ServiceAccount bound to the shipped
+// viewer role, over HTTP and over a websocket.
+func testSidecarBinary(t *testing.T, hub, member kubectl, hubKubeconfig, dir string) {
+	hub.must("", "apply", "-f", filepath.Join(framework.RepoRoot(), "config", "rbac", "user_roles.yaml"))
+	hub.must("", "-n", "fleet", "create", "serviceaccount", "viewer")
+	hub.must("", "-n", "fleet", "create", "rolebinding", "viewer", "--clusterrole=nodemirror-viewer", "--serviceaccount=fleet:viewer")
+	token := strings.TrimSpace(hub.must("", "-n", "fleet", "create", "token", "viewer"))
+
+	bin := filepath.Join(dir, "nodemirror-sidecar")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/sidecar")
+	build.Dir = framework.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	addr := freePort(t)
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "--kubeconfig", hubKubeconfig, "--bind-address", addr)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("sidecar log:\n%s", logs.String())
+		}
+	}()
+	eventually(t, 30*time.Second, func() string {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return err.Error()
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return resp.Status
+		}
+		return ""
+	})
+
+	get := func(path string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	if code, body := get("/api/v1/namespaces/fleet/nodesnapshots"); code != http.StatusOK || strings.Count(body, `"kind":"NodeSnapshot"`) != 3 {
+		t.Errorf("sidecar list: %d %.300s", code, body)
+	}
+	if code, _ := get("/api/v1/namespaces/default/nodesnapshots"); code != http.StatusForbidden {
+		t.Errorf("sidecar list of another namespace: %d, want 403", code)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/api/v1/watch", &websocket.DialOptions{Subprotocols: []string{
+		protocol.BearerProtocolPrefix + base64.RawURLEncoding.EncodeToString([]byte(token)), protocol.Subprotocol,
+	}})
+	if err != nil {
+		t.Fatalf("websocket: %v", err)
+	}
+	defer ws.CloseNow()
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","id":"n","namespace":"fleet"}`)); err != nil {
+		t.Fatal(err)
+	}
+	read := func() protocol.Envelope {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("websocket read: %v", err)
+		}
+		var env protocol.Envelope
+		if err := json.Unmarshal(data, &env); err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	for i := 0; i < 3; i++ {
+		if env := read(); env.Event.Type != protocol.Added {
+			t.Fatalf("initial event %d: %s", i, env.Event.Type)
+		}
+	}
+	if env := read(); env.Event.Type != protocol.Bookmark {
+		t.Fatalf("want BOOKMARK, got %s", env.Event.Type)
+	}
+	member.must("", "label", "node", "node-2", "rack=r7")
+	for {
+		env := read()
+		if env.Event.Type == protocol.Modified && strings.Contains(string(env.Event.Object), `"rack":"r7"`) {
+			break
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("sidecar exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("sidecar did not stop within 20s of SIGTERM")
 	}
 }
