@@ -45,4 +45,3 @@ func NewManagedCluster(namespace, name string) *fleetv1.ManagedCluster {
 		Spec:       fleetv1.ManagedClusterSpec{KubeconfigSecretRef: fleetv1.SecretKeyRef{Name: name + "-kubeconfig"}},
 	}
 }
-
