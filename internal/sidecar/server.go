@@ -25,6 +25,7 @@ import (
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/internal/fanout"
 	"github.com/nodemirror/nodemirror/internal/protocol"
+	"github.com/nodemirror/nodemirror/internal/ui"
 )
 
 // Options tune the sidecar. Zero values take the defaults.
@@ -122,14 +123,12 @@ func New(cfg *rest.Config, opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /api/v1/namespaces/{namespace}/{resource}", s.serveList)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	s.mux.Handle("GET /", ui.Handler())
 	if opts.Gatherer != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	}
 	return s, nil
 }
-
-// Handle adds a handler, e.g. the web UI, to the sidecar's routes.
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Handler serves every route.
 func (s *Server) Handler() http.Handler { return s.mux }

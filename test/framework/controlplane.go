@@ -91,3 +91,18 @@ func Kubeconfig(env *envtest.Environment, user string, groups []string, server s
 	}
 	return WithServer(raw, server)
 }
+
+// InDir keeps a control plane's etcd data and certificates under dir
+// instead of fresh temporary directories, so that whoever owns dir can
+// find and remove everything it left.
+func InDir(env *envtest.Environment, dir string) (*envtest.Environment, error) {
+	etcd, certs := filepath.Join(dir, "etcd"), filepath.Join(dir, "certs")
+	for _, d := range []string{etcd, certs} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: etcd}
+	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: certs}
+	return env, nil
+}

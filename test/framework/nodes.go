@@ -1,102 +1,12 @@
 package framework
 
-import (
-	"context"
-	"fmt"
-	"time"
+import "github.com/nodemirror/nodemirror/internal/simulator"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+// Member node fixtures, shared with the demo's node simulator.
+var (
+	NewNode    = simulator.NewNode
+	CreateNode = simulator.CreateNode
+	Heartbeat  = simulator.Heartbeat
+	SetReady   = simulator.SetReady
+	PatchLabel = simulator.PatchLabel
 )
-
-// NewNode returns a Node as a kubelet would register it: ready, with
-// capacity, addresses and system info.
-func NewNode(name string, labels map[string]string) *corev1.Node {
-	l := map[string]string{"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
-	for k, v := range labels {
-		l[k] = v
-	}
-	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l},
-		Status: corev1.NodeStatus{
-			Capacity: corev1.ResourceList{
-				corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("16Gi"), corev1.ResourcePods: resource.MustParse("110"),
-			},
-			Allocatable: corev1.ResourceList{
-				corev1.ResourceCPU: resource.MustParse("3800m"), corev1.ResourceMemory: resource.MustParse("15Gi"), corev1.ResourcePods: resource.MustParse("110"),
-			},
-			Conditions: []corev1.NodeCondition{
-				{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "kubelet is posting ready status", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()},
-				{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", Message: "kubelet has sufficient memory available", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()},
-			},
-			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.1"}, {Type: corev1.NodeHostName, Address: name}},
-			NodeInfo: corev1.NodeSystemInfo{
-				KubeletVersion: "v1.37.2", KubeProxyVersion: "v1.37.2", OSImage: "Debian GNU/Linux 12 (bookworm)", KernelVersion: "6.1.0-28-amd64",
-				ContainerRuntimeVersion: "containerd://2.1.4", Architecture: "amd64", OperatingSystem: "linux",
-			},
-			Images: []corev1.ContainerImage{{Names: []string{"registry.k8s.io/pause:3.10"}, SizeBytes: 320000}},
-		},
-	}
-}
-
-// CreateNode registers a node with its status, as a kubelet does in two steps.
-func CreateNode(ctx context.Context, cs kubernetes.Interface, node *corev1.Node) (*corev1.Node, error) {
-	status := node.Status
-	created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-	if err != nil {
-		return nil, err
-	}
-	created.Status = status
-	return cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
-}
-
-// Heartbeat bumps the heartbeat times of a node's conditions, as a kubelet
-// does every few seconds: a member write that changes nothing mirrored.
-func Heartbeat(ctx context.Context, cs kubernetes.Interface, name string) error {
-	node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	// Times are stored to the second: step past the last one so that every
-	// heartbeat really is a write on the member.
-	now := time.Now().Truncate(time.Second)
-	for _, c := range node.Status.Conditions {
-		if last := c.LastHeartbeatTime.Time; !now.After(last) {
-			now = last.Add(time.Second)
-		}
-	}
-	for i := range node.Status.Conditions {
-		node.Status.Conditions[i].LastHeartbeatTime = metav1.NewTime(now)
-	}
-	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
-	return err
-}
-
-// SetReady sets a node's Ready condition status.
-func SetReady(ctx context.Context, cs kubernetes.Interface, name string, status corev1.ConditionStatus) error {
-	node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	for i := range node.Status.Conditions {
-		if node.Status.Conditions[i].Type == corev1.NodeReady {
-			node.Status.Conditions[i].Status = status
-			node.Status.Conditions[i].LastTransitionTime = metav1.Now()
-		}
-	}
-	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
-	return err
-}
-
-// PatchLabel sets (or with value nil, removes) one label of a node.
-func PatchLabel(ctx context.Context, cs kubernetes.Interface, name, key string, value *string) error {
-	v := "null"
-	if value != nil {
-		v = fmt.Sprintf("%q", *value)
-	}
-	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%s}}}`, key, v)
-	_, err := cs.CoreV1().Nodes().Patch(ctx, name, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{})
-	return err
-}

@@ -1,0 +1,106 @@
+// A resuming client of the sidecar's websocket protocol (docs/protocol.md).
+// It holds, per subscription, the objects of the subscription and the last
+// resourceVersion received, reconnects with backoff and resumes from there.
+
+const SUBPROTOCOL = "nodemirror.fleet.v1";
+const BEARER_PREFIX = "base64url.bearer.authorization.k8s.io.";
+const CLOSE_RESUME = 4000;
+
+function base64url(s) {
+  const bytes = new TextEncoder().encode(s);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+export class Stream {
+  // onChange(subID, type, object) for every object event; onState(state,
+  // detail) when the connection state changes: "connecting", "live",
+  // "reconnecting" (detail: seconds), "offline"; onError(subID, status).
+  constructor({ url, token, onChange, onState, onError, onReset }) {
+    Object.assign(this, { url, token, onChange, onState, onError, onReset });
+    this.subs = new Map(); // id → {message, resourceVersion, synced}
+    this.attempt = 0;
+    this.closed = false;
+    addEventListener("online", () => this.connectSoon(0));
+    addEventListener("offline", () => this.onState("offline"));
+  }
+
+  subscribe(id, message) {
+    this.subs.set(id, { message, resourceVersion: "", synced: false });
+    this.send({ type: "subscribe", id, ...message });
+  }
+
+  unsubscribe(id) {
+    if (this.subs.delete(id)) this.send({ type: "unsubscribe", id });
+  }
+
+  send(msg) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  connect() {
+    this.onState(this.attempt === 0 ? "connecting" : "reconnecting", 0);
+    const protocols = [SUBPROTOCOL];
+    if (this.token) protocols.unshift(BEARER_PREFIX + base64url(this.token));
+    const ws = new WebSocket(this.url, protocols);
+    this.ws = ws;
+    ws.onopen = () => {
+      for (const [id, s] of this.subs) {
+        s.synced = false;
+        const resume = s.resourceVersion ? { resourceVersion: s.resourceVersion } : {};
+        if (!s.resourceVersion) this.onReset(id);
+        ws.send(JSON.stringify({ type: "subscribe", id, ...s.message, ...resume }));
+      }
+    };
+    ws.onmessage = (m) => this.receive(JSON.parse(m.data));
+    ws.onclose = (e) => {
+      if (this.ws !== ws || this.closed) return;
+      // 4000: we fell behind; resume at once. Anything else: back off.
+      this.connectSoon(e.code === CLOSE_RESUME ? 0 : this.backoff());
+    };
+  }
+
+  backoff() {
+    const seconds = Math.min(30, 2 ** Math.min(this.attempt, 5));
+    return seconds * (0.5 + Math.random() / 2);
+  }
+
+  connectSoon(seconds) {
+    if (this.closed) return;
+    clearTimeout(this.timer);
+    if (!navigator.onLine) { this.onState("offline"); return; }
+    this.attempt++;
+    this.onState("reconnecting", Math.ceil(seconds));
+    this.timer = setTimeout(() => this.connect(), seconds * 1000);
+  }
+
+  receive(env) {
+    const s = this.subs.get(env.subscription);
+    const ev = env.event;
+    if (ev.type === "ERROR") {
+      if (s && ev.object.code === 410) {
+        // The sidecar no longer holds our history: a fresh state follows.
+        s.resourceVersion = "";
+        this.onReset(env.subscription);
+        return;
+      }
+      this.onError(env.subscription, ev.object);
+      return;
+    }
+    if (!s) return;
+    if (env.resourceVersion) s.resourceVersion = env.resourceVersion;
+    if (ev.type === "BOOKMARK") {
+      const end = ev.object.metadata?.annotations?.["k8s.io/initial-events-end"] === "true";
+      if (end && !s.synced) {
+        s.synced = true;
+        if ([...this.subs.values()].every((x) => x.synced)) {
+          this.attempt = 0;
+          this.onState("live");
+        }
+      }
+      return;
+    }
+    this.onChange(env.subscription, ev.type, ev.object);
+  }
+}
