@@ -42,6 +42,13 @@ build: ## Build the binaries into bin/.
 	go build -o $(LOCALBIN)/nodemirror-operator ./cmd/operator
 	go build -o $(LOCALBIN)/nodemirror-sidecar ./cmd/sidecar
 
+##@ Run
+
+DEMO_NODES ?= 30
+.PHONY: demo
+demo: testbin ## Run a hub, two simulated members, the operator and the sidecar with its UI (Ctrl-C stops all).
+	go run ./hack/demo --nodes $(DEMO_NODES)
+
 ##@ Test
 
 .PHONY: testbin

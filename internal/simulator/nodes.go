@@ -49,7 +49,24 @@ func CreateNode(ctx context.Context, cs kubernetes.Interface, node *corev1.Node)
 		return nil, err
 	}
 	created.Status = status
-	return cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	updated, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	// The API server taints new nodes not-ready until the node lifecycle
+	// controller sees them Ready; there is no such controller here, so do
+	// its part.
+	var taints []corev1.Taint
+	for _, t := range updated.Spec.Taints {
+		if t.Key != corev1.TaintNodeNotReady {
+			taints = append(taints, t)
+		}
+	}
+	if len(taints) == len(updated.Spec.Taints) {
+		return updated, nil
+	}
+	updated.Spec.Taints = taints
+	return cs.CoreV1().Nodes().Update(ctx, updated, metav1.UpdateOptions{})
 }
 
 // Heartbeat bumps the heartbeat times of a node's conditions, as a kubelet

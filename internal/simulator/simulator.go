@@ -156,11 +156,16 @@ func (s *Simulator) toggleTaint(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if len(n.Spec.Taints) > 0 {
-		n.Spec.Taints = nil
-	} else {
-		n.Spec.Taints = []corev1.Taint{{Key: "dedicated", Value: "batch", Effect: corev1.TaintEffectNoSchedule}}
+	var taints []corev1.Taint
+	for _, t := range n.Spec.Taints {
+		if t.Key != "dedicated" {
+			taints = append(taints, t)
+		}
 	}
+	if len(taints) == len(n.Spec.Taints) {
+		taints = append(taints, corev1.Taint{Key: "dedicated", Value: "batch", Effect: corev1.TaintEffectNoSchedule})
+	}
+	n.Spec.Taints = taints
 	_, err = s.cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
 	return err
 }

@@ -152,7 +152,7 @@ function renderNodes() {
       el("td", { text: r.version }),
       el("td", { text: `${fmt.cpu(r.snap.status?.allocatable?.cpu)} / ${fmt.cpu(r.snap.status?.capacity?.cpu)}` }),
       el("td", { text: `${fmt.memory(r.snap.status?.allocatable?.memory)} / ${fmt.memory(r.snap.status?.capacity?.memory)}` }),
-      el("td", { text: r.taints.length ? r.taints.join(" ") : "–", title: r.taints.join("\n") }),
+      el("td", { class: "taints", text: r.taints.length ? r.taints.map(shortTaint).join(" ") : "–", title: r.taints.join("\n") }),
       el("td", { text: r.ip || "–" }),
       el("td", { text: fmt.age(r.created, now) }));
     out.push(tr);
@@ -169,14 +169,19 @@ function renderNodes() {
   }
 }
 
+// shortTaint drops the key's domain: "control-plane:NoSchedule".
+const shortTaint = (t) => t.replace(/^[^/=:]*\//, "");
+
 function detailRow(r) {
   const labels = el("dl", {}, ...Object.entries(r.labels).sort().flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v || '""' })]));
   const conds = el("dl", {}, ...(r.snap.status?.conditions || []).flatMap((c) => [
     el("dt", { text: c.type }), el("dd", { text: `${c.status} · ${c.reason || ""} · ${c.message || ""} (since ${c.lastTransitionTime || "?"})` })]));
+  const taints = el("dl", {}, ...r.taints.flatMap((t, i) => [el("dt", { text: String(i + 1) }), el("dd", { text: t })]));
   const info = r.snap.status?.nodeInfo || {};
   const sys = el("dl", {}, ...["osImage", "kernelVersion", "containerRuntimeVersion", "architecture"].flatMap((k) => [el("dt", { text: k }), el("dd", { text: info[k] || "–" })]));
   return el("tr", { class: "details" }, el("td", { class: "detail", colspan: "10" },
-    el("div", { class: "detail" }, el("strong", { text: "Labels" }), labels, el("strong", { text: "Conditions" }), conds, el("strong", { text: "System" }), sys)));
+    el("div", { class: "detail" }, el("strong", { text: "Labels" }), labels, el("strong", { text: "Conditions" }), conds,
+    r.taints.length ? el("strong", { text: "Taints" }) : null, r.taints.length ? taints : null, el("strong", { text: "System" }), sys)));
 }
 
 // --- connection ----------------------------------------------------------
