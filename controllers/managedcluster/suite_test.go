@@ -4,26 +4,17 @@ import (
 	"context"
 	"net/url"
 	"testing"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
-	"github.com/nodemirror/nodemirror/controllers/managedcluster"
-	"github.com/nodemirror/nodemirror/internal/session"
 	"github.com/nodemirror/nodemirror/test/framework"
 )
 
@@ -37,7 +28,7 @@ func TestManagedCluster(t *testing.T) {
 // that can cut it off.
 var (
 	ctx    context.Context
-	scheme = runtime.NewScheme()
+	scheme = framework.Scheme()
 
 	hubEnv, member1Env, member2Env *envtest.Environment
 	hub                            client.Client
@@ -54,9 +45,6 @@ var _ = BeforeSuite(func() {
 	var cancel context.CancelFunc
 	ctx, cancel = context.WithCancel(context.Background())
 	DeferCleanup(cancel)
-	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	Expect(fleetv1.AddToScheme(scheme)).To(Succeed())
-
 	Expect(framework.CheckAssets()).To(Succeed())
 	hubEnv, member1Env, member2Env = framework.NewHub(), framework.NewMember(), framework.NewMember()
 	DeferCleanup(framework.StopAll, hubEnv, member1Env, member2Env)
@@ -91,36 +79,9 @@ func startOperator(hubCfg *rest.Config) {
 	opCfg := rest.CopyConfig(hubCfg)
 	opCfg.WrapTransport = hubRequests.Wrap
 	opCfg.QPS, opCfg.Burst = 200, 400
-	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	stop, err := framework.StartOperator(ctx, opCfg)
 	Expect(err).NotTo(HaveOccurred())
-	r := &managedcluster.Reconciler{
-		Client:         mgr.GetClient(),
-		APIReader:      mgr.GetAPIReader(),
-		Recorder:       mgr.GetEventRecorder("nodemirror-operator"),
-		MemberQPS:      100,
-		MemberBurst:    200,
-		Probe:          session.ProbeOptions{Interval: 200 * time.Millisecond, Timeout: time.Second, FailureThreshold: 3},
-		Workers:        2,
-		NotifyInterval: 50 * time.Millisecond,
-		MaxConcurrent:  4,
-	}
-	opCtx, stop := context.WithCancel(ctx)
-	Expect(r.SetupWithManager(opCtx, mgr)).To(Succeed())
-	done := make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		Expect(mgr.Start(opCtx)).To(Succeed())
-	}()
-	DeferCleanup(func() {
-		stop()
-		Eventually(done, 30*time.Second).Should(BeClosed())
-	})
+	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 }
 
 // Every spec gets a namespace on the hub and a label that its member nodes

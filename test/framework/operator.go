@@ -1,0 +1,73 @@
+package framework
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/controllers/managedcluster"
+	"github.com/nodemirror/nodemirror/internal/session"
+)
+
+// Scheme knows the built-in kinds and nodemirror's.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := fleetv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// StartOperator runs the operator in-process against the hub, tuned for
+// tests (fast probes and status updates). It returns a function that stops
+// it and waits until it has stopped.
+func StartOperator(ctx context.Context, hub *rest.Config) (stop func() error, err error) {
+	mgr, err := ctrl.NewManager(hub, ctrl.Options{
+		Scheme:                 Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	r := &managedcluster.Reconciler{
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Recorder:       mgr.GetEventRecorder("nodemirror-operator"),
+		MemberQPS:      100,
+		MemberBurst:    200,
+		Probe:          session.ProbeOptions{Interval: 200 * time.Millisecond, Timeout: time.Second, FailureThreshold: 3},
+		Workers:        2,
+		NotifyInterval: 50 * time.Millisecond,
+		MaxConcurrent:  4,
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		cancel()
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("operator did not stop within 30s")
+		}
+	}, nil
+}
