@@ -1,0 +1,249 @@
+// Package browser drives the web UI in a real headless Chromium against a
+// sidecar backed by a real hub and member, with the operator mirroring.
+package browser
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/go-logr/logr/testr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/sidecar"
+	"github.com/nodemirror/nodemirror/test/framework"
+)
+
+// chromium finds the browser: $CHROMIUM, or Debian's package. The test
+// fails, never skips, without one: .ci/run installs it.
+func chromium(t *testing.T) string {
+	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if p == "" {
+			continue
+		}
+		if _, err := exec.LookPath(p); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no Chromium found: install Debian's chromium package (apt-get install chromium) or set $CHROMIUM")
+	return ""
+}
+
+// runSidecar serves a demo-mode sidecar on addr until the returned stop is
+// called.
+func runSidecar(t *testing.T, hub *rest.Config, addr string) (stop func()) {
+	t.Helper()
+	s, err := sidecar.New(hub, sidecar.Options{InsecureNoAuth: true, Log: testr.New(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l net.Listener
+	for i := 0; ; i++ { // the old listener's port may take a moment to free
+		if l, err = net.Listen("tcp", addr); err == nil || i == 50 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.Run(ctx, l); err != nil {
+			t.Errorf("sidecar: %v", err)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
+	browser := chromium(t)
+	if err := framework.CheckAssets(); err != nil {
+		t.Fatal(err)
+	}
+	hubEnv, memberEnv := framework.NewHub(), framework.NewMember()
+	cfgs, err := framework.StartAll(hubEnv, memberEnv)
+	t.Cleanup(func() { framework.StopAll(hubEnv, memberEnv) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	hub, err := client.New(cfgs[0], client.Options{Scheme: framework.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := kubernetes.NewForConfigOrDie(cfgs[1])
+	const nodes = 12
+	for i := range nodes {
+		role := "worker"
+		if i < 3 {
+			role = "control-plane"
+		}
+		n := framework.NewNode(fmt.Sprintf("node-%02d", i), map[string]string{"node-role.kubernetes.io/" + role: ""})
+		n.Status.Addresses[0].Address = fmt.Sprintf("10.0.0.%d", 10+i)
+		if _, err := framework.CreateNode(ctx, member, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stopOperator, err := framework.StartOperator(ctx, cfgs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stopOperator() })
+	kubeconfig, err := framework.Kubeconfig(memberEnv, "ui-admin", []string{"system:masters"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fleet"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "prod-kubeconfig"}, Data: map[string][]byte{"kubeconfig": kubeconfig}},
+		framework.NewManagedCluster("fleet", "prod"),
+	} {
+		if err := hub.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	stopSidecar := runSidecar(t, cfgs[0], addr)
+	defer func() { stopSidecar() }()
+
+	profile := t.TempDir()
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(profile),
+		chromedp.WindowSize(1400, 900), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+	)...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+
+	// waitJS polls a JavaScript predicate in the page until it holds.
+	waitJS := func(what, predicate string, timeout time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		if err := chromedp.Do(bctx, chromedp.Poll[chromedp.Void](predicate, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(20*time.Millisecond))); err != nil {
+			html, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`document.body.innerText`))
+			t.Fatalf("%s: %v\npage text:\n%.2000s", what, err, html)
+		}
+		return time.Since(start)
+	}
+	rows := `document.querySelectorAll("#rows tr.row")`
+	rowText := func(node string) string {
+		return fmt.Sprintf(`(document.querySelector('#rows tr.row[data-node=%q]')?.innerText ?? "")`, node)
+	}
+	connState := `document.getElementById("conn").dataset.state`
+
+	if err := chromedp.Do(bctx, chromedp.Navigate("http://"+addr+"/")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("all nodes shown, connection live", fmt.Sprintf(`%s.length === %d && %s === "live"`, rows, nodes, connState), 30*time.Second)
+	waitJS("the cluster panel shows prod ready", `document.querySelector('#clusters li[data-cluster="prod"]')?.innerText.includes("12/12 nodes ready")`, 10*time.Second)
+
+	// Live changes, without reload, within 2 s.
+	if err := chromedp.Do(bctx, chromedp.Click(`#rows tr.row[data-node="node-01"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("row expanded", `document.querySelector("td.detail")?.innerText.includes("kubernetes.io/hostname")`, 5*time.Second)
+	if err := framework.PatchLabel(ctx, member, "node-01", "example.com/team", ptr.To("payments")); err != nil {
+		t.Fatal(err)
+	}
+	took := waitJS("label change shown", `document.querySelector("td.detail")?.innerText.includes("example.com/team")`, 2*time.Second)
+	t.Logf("label change on the member visible in the browser after %s", took)
+	if _, err := member.CoreV1().Nodes().Patch(ctx, "node-02", "application/merge-patch+json", []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	took = waitJS("cordon shown", rowText("node-02")+`.includes("SchedulingDisabled")`, 2*time.Second)
+	t.Logf("cordon on the member visible in the browser after %s", took)
+
+	// The sidecar goes away: the indicator says so; a node goes meanwhile.
+	stopSidecar()
+	waitJS("indicator reconnecting", connState+` === "reconnecting"`, 10*time.Second)
+	if err := member.CoreV1().Nodes().Delete(ctx, "node-05", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		err := hub.Get(ctx, client.ObjectKey{Namespace: "fleet", Name: "prod.node-05"}, &fleetv1.NodeSnapshot{})
+		return err != nil
+	})
+	stopSidecar = runSidecar(t, cfgs[0], addr)
+	waitJS("back to live with the right rows", fmt.Sprintf(`%s === "live" && %s.length === %d && !%s`, connState, rows, nodes-1, rowText("node-05")+` `), 45*time.Second)
+	waitJS("cordon still shown after reconnect", rowText("node-02")+`.includes("SchedulingDisabled")`, 5*time.Second)
+
+	// Filters narrow the rows and the count says so.
+	if err := chromedp.Do(bctx, chromedp.SendKeys("#f-text", "node-1")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("text filter", rows+`.length === 2 && document.getElementById("node-count").innerText.includes("2 of 11")`, 5*time.Second)
+	// Set a filter the way a person's input does: value, then an input event.
+	setFilter := func(id, value string) {
+		t.Helper()
+		js := fmt.Sprintf(`(() => { const e = document.getElementById(%q); e.value = %q; e.dispatchEvent(new Event("input", {bubbles: true})); })()`, id, value)
+		if err := chromedp.Do(bctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setFilter("f-text", "")
+	setFilter("f-role", "control-plane")
+	waitJS("role filter", rows+`.length === 3`, 5*time.Second)
+	setFilter("f-role", "")
+	setFilter("f-sched", "no")
+	waitJS("cordoned filter", rows+`.length === 1 && `+rowText("node-02")+` !== ""`, 5*time.Second)
+	setFilter("f-sched", "")
+	waitJS("filters cleared", fmt.Sprintf(`%s.length === %d`, rows, nodes-1), 5*time.Second)
+
+	shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100 gives a PNG
+	if err != nil {
+		t.Fatal(err)
+	}
+	saveScreenshot(t, shot)
+}
+
+func saveScreenshot(t *testing.T, png []byte) {
+	dir := filepath.Join(framework.RepoRoot(), "test", "artifacts")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "ui.png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+	if os.Getenv("NODEMIRROR_UPDATE_SCREENSHOT") != "" {
+		if err := os.WriteFile(filepath.Join(framework.RepoRoot(), "docs", "screenshot.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
