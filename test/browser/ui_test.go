@@ -246,4 +246,3 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
