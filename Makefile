@@ -49,6 +49,12 @@ DEMO_NODES ?= 30
 demo: testbin ## Run a hub, two simulated members, the operator and the sidecar with its UI (Ctrl-C stops all).
 	go run ./hack/demo --nodes $(DEMO_NODES)
 
+##@ Benchmarks
+
+.PHONY: bench
+bench: testbin ## Measure against baselines on real API servers; writes bench/results-<date>.{md,json} and the README summary.
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/testbin go run ./test/bench
+
 ##@ Test
 
 .PHONY: testbin

@@ -117,3 +117,45 @@ func PatchLabel(ctx context.Context, cs kubernetes.Interface, name, key string, 
 	_, err := cs.CoreV1().Nodes().Patch(ctx, name, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{})
 	return err
 }
+
+// RealisticNode is NewNode dressed as a kubelet on a cloud VM registers
+// itself: annotations, provider ID, pod CIDR, daemon endpoints and a few
+// dozen cached images. Benchmarks compare snapshot sizes against it.
+func RealisticNode(name string, labels map[string]string) *corev1.Node {
+	n := NewNode(name, labels)
+	n.Labels["beta.kubernetes.io/arch"] = "amd64"
+	n.Labels["beta.kubernetes.io/os"] = "linux"
+	n.Labels["node.kubernetes.io/instance-type"] = "m6i.2xlarge"
+	n.Labels["topology.kubernetes.io/region"] = "eu-west-1"
+	n.Labels["topology.kubernetes.io/zone"] = "eu-west-1a"
+	n.Annotations = map[string]string{
+		"node.alpha.kubernetes.io/ttl":                           "0",
+		"volumes.kubernetes.io/controller-managed-attach-detach": "true",
+		"csi.volume.kubernetes.io/nodeid":                        fmt.Sprintf(`{"ebs.csi.aws.com":"i-0%015x"}`, len(name)*7919),
+		"alpha.kubernetes.io/provided-node-ip":                   "10.0.0.1",
+	}
+	n.Spec.ProviderID = "aws:///eu-west-1a/i-0" + fmt.Sprintf("%015x", len(name)*104729)
+	n.Spec.PodCIDR = "10.244.1.0/24"
+	n.Spec.PodCIDRs = []string{"10.244.1.0/24"}
+	n.Status.DaemonEndpoints.KubeletEndpoint.Port = 10250
+	n.Status.NodeInfo.MachineID = fmt.Sprintf("ec2%029x", len(name))
+	n.Status.NodeInfo.SystemUUID = fmt.Sprintf("ec2%05x-0000-0000-0000-%012x", len(name), len(name))
+	n.Status.NodeInfo.BootID = fmt.Sprintf("%08x-1111-2222-3333-%012x", len(name), len(name))
+	n.Status.Conditions = append(n.Status.Conditions,
+		corev1.NodeCondition{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", Message: "kubelet has no disk pressure", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()},
+		corev1.NodeCondition{Type: corev1.NodePIDPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientPID", Message: "kubelet has sufficient PID available", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()},
+	)
+	n.Status.Addresses = append(n.Status.Addresses,
+		corev1.NodeAddress{Type: corev1.NodeInternalDNS, Address: "ip-10-0-0-1.eu-west-1.compute.internal"})
+	n.Status.Images = nil
+	for i := range 30 {
+		n.Status.Images = append(n.Status.Images, corev1.ContainerImage{
+			Names: []string{
+				fmt.Sprintf("registry.example.com/platform/component-%02d@sha256:%064x", i, i*2654435761),
+				fmt.Sprintf("registry.example.com/platform/component-%02d:v1.%d.%d", i, i%7, i%13),
+			},
+			SizeBytes: int64(20_000_000 + i*3_000_000),
+		})
+	}
+	return n
+}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"os"
+	"testing"
+)
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(childEnv); role != "" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestQuickBench runs every scenario at a small size as a correctness
+// check: no timing is asserted, only what must hold at any speed.
+func TestQuickBench(t *testing.T) {
+	res, err := run(context.Background(), quick, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.WriteAmp.Heartbeats == 0 || res.WriteAmp.HeartbeatWrites != 0 {
+		t.Errorf("heartbeats: %d sent, %d hub writes, want some and 0", res.WriteAmp.Heartbeats, res.WriteAmp.HeartbeatWrites)
+	}
+	if res.WriteAmp.ChangeWrites == 0 || res.WriteAmp.WritesPerChange > 1 {
+		t.Errorf("meaningful changes: %d writes for %d changes", res.WriteAmp.ChangeWrites, res.WriteAmp.Changes)
+	}
+	for _, l := range res.Latency {
+		if l.Floor.N == 0 || l.Client.N == 0 {
+			t.Errorf("latency at %d/s: %d at the floor, %d at the client", l.TargetRate, l.Floor.N, l.Client.N)
+		}
+	}
+	if res.Mirror.SnapshotsPerSecond <= 0 || res.Mirror.ListsPerCluster > 1 || res.Mirror.WatchesPerCluster > 1 {
+		t.Errorf("initial mirror: %+v", res.Mirror)
+	}
+	for _, f := range res.Fanout {
+		if f.Deliveries != f.Expected {
+			t.Errorf("fan-out to %d clients: %d of %d delivered", f.Clients, f.Deliveries, f.Expected)
+		}
+	}
+	if res.FanoutWatch["nodesnapshots"] != 1 || res.FanoutWatch["managedclusters"] != 1 {
+		t.Errorf("sidecar hub watches: %v, want one per kind", res.FanoutWatch)
+	}
+	if len(res.Reads) != 2 || res.Memory.SnapshotJSONMedian == 0 || res.Memory.NodeJSONMedian <= res.Memory.SnapshotJSONMedian {
+		t.Errorf("reads %d, sizes %+v", len(res.Reads), res.Memory)
+	}
+	if err := writeResults(res, t.TempDir(), false); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/nodemirror/nodemirror/internal/sidecar"
+	"github.com/nodemirror/nodemirror/test/framework"
+)
+
+// The operator and the sidecar run in child processes of the benchmark, so
+// that their heap is theirs alone. A child serves /heap (after a full GC)
+// and /requests (what it sent to the hub) on a debug address.
+const childEnv = "NODEMIRROR_BENCH_CHILD"
+
+type heapReport struct {
+	HeapAlloc  uint64 `json:"heapAlloc"`
+	StackInuse uint64 `json:"stackInuse"`
+	Goroutines int    `json:"goroutines"`
+}
+
+type requestReport struct {
+	SnapshotWrites int `json:"snapshotWrites"`
+	SnapshotLists  int `json:"snapshotLists"`
+	SnapshotWatch  int `json:"snapshotWatches"`
+	ClusterWatch   int `json:"clusterWatches"`
+}
+
+// runChild runs the role named by $NODEMIRROR_BENCH_CHILD until SIGTERM.
+// Arguments: hub kubeconfig, debug address, service address (sidecar).
+func runChild(role string, args []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	cfg, err := clientcmd.BuildConfigFromFlags("", args[0])
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = 500, 1000
+	counter := &framework.RequestCounter{}
+	cfg.WrapTransport = counter.Wrap
+	mux := http.NewServeMux()
+	mux.HandleFunc("/heap", func(w http.ResponseWriter, _ *http.Request) {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		_ = json.NewEncoder(w).Encode(heapReport{HeapAlloc: m.HeapAlloc, StackInuse: m.StackInuse, Goroutines: runtime.NumGoroutine()})
+	})
+	mux.HandleFunc("/requests", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(requestReport{
+			SnapshotWrites: counter.Writes("", "nodesnapshots"),
+			SnapshotLists:  counter.Count(http.MethodGet, "", "nodesnapshots"),
+			SnapshotWatch:  counter.Count("WATCH", "", "nodesnapshots"),
+			ClusterWatch:   counter.Count("WATCH", "", "managedclusters"),
+		})
+	})
+	debug, err := net.Listen("tcp", args[1])
+	if err != nil {
+		return err
+	}
+	go func() { _ = http.Serve(debug, mux) }()
+
+	switch role {
+	case "operator":
+		stopOperator, err := framework.StartOperator(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return stopOperator()
+	case "sidecar":
+		s, err := sidecar.New(cfg, sidecar.Options{InsecureNoAuth: true, MaxConnsPerUser: 100000, Log: logr.Discard()})
+		if err != nil {
+			return err
+		}
+		l, err := net.Listen("tcp", args[2])
+		if err != nil {
+			return err
+		}
+		return s.Run(ctx, l)
+	}
+	return fmt.Errorf("unknown child role %q", role)
+}
+
+// child is a running child process.
+type child struct {
+	cmd   *exec.Cmd
+	debug string
+}
+
+func startChild(role string, args ...string) (*child, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	debug := freeAddr()
+	cmd := exec.Command(self, append([]string{"-child-args"}, args[0], debug, argOr(args, 1))...)
+	cmd.Env = append(os.Environ(), childEnv+"="+role)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, debug: debug}
+	for i := 0; i < 200; i++ {
+		if _, err := c.heap(); err == nil {
+			return c, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("%s child did not come up", role)
+}
+
+func argOr(args []string, i int) string {
+	if i < len(args) {
+		return args[i]
+	}
+	return ""
+}
+
+func (c *child) get(path string, v any) error {
+	resp, err := http.Get("http://" + c.debug + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func (c *child) heap() (heapReport, error) {
+	var h heapReport
+	return h, c.get("/heap", &h)
+}
+
+func (c *child) requests() requestReport {
+	var r requestReport
+	_ = c.get("/requests", &r)
+	return r
+}
+
+func (c *child) stop() {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

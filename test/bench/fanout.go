@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/test/framework"
+)
+
+type fanoutRun struct {
+	Clients    int     `json:"clients"`
+	Changes    int     `json:"changes"`
+	Rate       int     `json:"changesPerSecond"`
+	Deliveries int     `json:"deliveries"`
+	Expected   int     `json:"expectedDeliveries"`
+	Delivery   dist    `json:"delivery"`
+	Achieved   float64 `json:"achievedChangesPerSecond"`
+}
+
+// fanout measures the sidecar alone: hub NodeSnapshot changes at a fixed
+// rate, delivered to 1, 100 and 1,000 websocket clients; and the memory an
+// idle client costs it.
+func (e *env) fanout(ctx context.Context, res *results) error {
+	for i := range e.sz.FanoutObjects {
+		if err := e.hub.Create(ctx, framework.NewSnapshot("fanout", "fan", fmt.Sprintf("node-%d", i))); err != nil {
+			return err
+		}
+	}
+	// Idle clients: heap and stacks per connection, sidecar process only.
+	time.Sleep(time.Second)
+	before, err := e.sidecar.heap()
+	if err != nil {
+		return err
+	}
+	idle, err := e.connect(ctx, e.sz.IdleClients, `{"type":"subscribe","id":"idle","namespace":"fanout-idle"}`)
+	if err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	after, err := e.sidecar.heap()
+	if err != nil {
+		return err
+	}
+	for _, c := range idle {
+		_ = c.CloseNow()
+	}
+	k := float64(e.sz.IdleClients)
+	res.Memory.SidecarHeapPerClient = math.Round((float64(after.HeapAlloc) - float64(before.HeapAlloc)) / k)
+	res.Memory.SidecarStackPerClient = math.Round((float64(after.StackInuse) - float64(before.StackInuse)) / k)
+	e.log("  idle clients: %.0f B heap + %.0f B stacks each", res.Memory.SidecarHeapPerClient, res.Memory.SidecarStackPerClient)
+
+	seq := 1 << 20 // apart from the latency run's numbers
+	for _, clients := range e.sz.FanoutClients {
+		conns, err := e.connect(ctx, clients, `{"type":"subscribe","id":"fan","namespace":"fanout"}`)
+		if err != nil {
+			return err
+		}
+		var mu sync.Mutex
+		sent := map[int]time.Time{}
+		var lat []time.Duration
+		deliveries := 0
+		var wg sync.WaitGroup
+		rctx, stopReaders := context.WithCancel(ctx)
+		for _, c := range conns {
+			wg.Go(func() {
+				for {
+					_, data, err := c.Read(rctx)
+					if err != nil {
+						return
+					}
+					now := time.Now()
+					if s, ok := seqIn(data); ok {
+						mu.Lock()
+						if t0, ok := sent[s]; ok {
+							lat = append(lat, now.Sub(t0))
+							deliveries++
+						}
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		total := e.sz.FanoutRate * int(e.sz.FanoutDuration/time.Second)
+		first := seq
+		start := time.Now()
+		tick := time.NewTicker(time.Second / time.Duration(e.sz.FanoutRate))
+		for i := range total {
+			<-tick.C
+			seq++
+			s := &fleetv1.NodeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: "fanout", Name: fmt.Sprintf("fan.node-%d", i%e.sz.FanoutObjects)}}
+			patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:%q}}}`, seqLabel, strconv.Itoa(seq))
+			mu.Lock()
+			sent[seq] = time.Now()
+			mu.Unlock()
+			if err := e.hub.Patch(ctx, s, client.RawPatch("application/merge-patch+json", patch)); err != nil {
+				tick.Stop()
+				stopReaders()
+				return err
+			}
+		}
+		tick.Stop()
+		elapsed := time.Since(start)
+		expected := total * clients
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			mu.Lock()
+			d := deliveries
+			mu.Unlock()
+			if d >= expected {
+				break
+			}
+		}
+		stopReaders()
+		for _, c := range conns {
+			_ = c.CloseNow()
+		}
+		wg.Wait()
+		r := fanoutRun{Clients: clients, Changes: seq - first, Rate: e.sz.FanoutRate, Deliveries: deliveries, Expected: expected, Delivery: summarize(lat),
+			Achieved: math.Round(float64(total)/elapsed.Seconds()*10) / 10}
+		res.Fanout = append(res.Fanout, r)
+		e.log("  %d clients: %d/%d deliveries, p50 %.1fms p99 %.1fms", clients, deliveries, expected, r.Delivery.P50, r.Delivery.P99)
+	}
+	req := e.sidecar.requests()
+	res.FanoutWatch = map[string]int{"nodesnapshots": req.SnapshotWatch, "managedclusters": req.ClusterWatch}
+	return nil
+}
+
+// connect opens n websocket clients, each subscribed and past its initial
+// state.
+func (e *env) connect(ctx context.Context, n int, subscribe string) ([]*websocket.Conn, error) {
+	conns := make([]*websocket.Conn, n)
+	err := parallel(ctx, n, 32, func(ctx context.Context, i int) error {
+		c, err := e.dialSidecar(ctx, subscribe)
+		conns[i] = c
+		return err
+	})
+	return conns, err
+}

@@ -1,0 +1,104 @@
+// Command bench measures nodemirror against its baselines, side by side in
+// one run on real API servers: write amplification, propagation latency
+// (against a direct member watch), initial mirror (against the hub's raw
+// create rate), memory and object sizes, websocket fan-out, and reads
+// (against listing from the hub). It writes bench/results-<date>.{md,json}
+// and the README summary. `go test` runs a quick variant as a correctness
+// check (see bench_test.go).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nodemirror/nodemirror/test/framework"
+)
+
+// sizes is how big each scenario is.
+type sizes struct {
+	Members, ClustersPerMember, NodesPerCluster int
+	HeartbeatInterval, HeartbeatDuration        time.Duration
+	SingleChanges, Bursts, BurstSize            int
+	LatencyRates                                []int // changes per second; 0: idle, one change at a time
+	LatencyDuration                             time.Duration
+	IdleSamples                                 int
+	FanoutClients                               []int
+	FanoutRate                                  int
+	FanoutDuration                              time.Duration
+	FanoutObjects                               int
+	IdleClients                                 int
+	ReadRequests                                int
+}
+
+var full = sizes{
+	Members: 2, ClustersPerMember: 5, NodesPerCluster: 1000,
+	HeartbeatInterval: 10 * time.Second, HeartbeatDuration: 2 * time.Minute,
+	SingleChanges: 100, Bursts: 10, BurstSize: 10,
+	LatencyRates: []int{0, 100, 1000}, LatencyDuration: 10 * time.Second, IdleSamples: 50,
+	FanoutClients: []int{1, 100, 1000}, FanoutRate: 100, FanoutDuration: 5 * time.Second, FanoutObjects: 100,
+	IdleClients: 1000, ReadRequests: 30,
+}
+
+var quick = sizes{
+	Members: 2, ClustersPerMember: 1, NodesPerCluster: 20,
+	HeartbeatInterval: time.Second, HeartbeatDuration: 3 * time.Second,
+	SingleChanges: 5, Bursts: 1, BurstSize: 5,
+	LatencyRates: []int{0, 50}, LatencyDuration: 2 * time.Second, IdleSamples: 5,
+	FanoutClients: []int{1, 10}, FanoutRate: 20, FanoutDuration: time.Second, FanoutObjects: 10,
+	IdleClients: 10, ReadRequests: 5,
+}
+
+func main() {
+	if role := os.Getenv(childEnv); role != "" {
+		flag.Bool("child-args", true, "")
+		flag.Parse()
+		if err := runChild(role, flag.Args()); err != nil {
+			fmt.Fprintln(os.Stderr, role+":", err)
+			os.Exit(1)
+		}
+		return
+	}
+	out := flag.String("out", filepath.Join(framework.RepoRoot(), "bench"), "Directory for the results files.")
+	readme := flag.Bool("readme", true, "Update the benchmark summary in README.md.")
+	small := flag.Bool("quick", false, "Run the quick variant (as make test does).")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sz := full
+	if *small {
+		sz = quick
+	}
+	res, err := run(ctx, sz, logf)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	if err := writeResults(res, *out, *readme && !*small); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func machine() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	return cpu
+}

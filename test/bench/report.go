@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nodemirror/nodemirror/test/framework"
+)
+
+// writeResults writes results-<date>.json and .md under dir, and the
+// summary into README.md between its bench markers.
+func writeResults(res *results, dir string, readme bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	stamp := time.Now().UTC().Format("2006-01-02")
+	raw, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results-"+stamp+".json"), raw, 0o644); err != nil {
+		return err
+	}
+	md := markdown(res)
+	if err := os.WriteFile(filepath.Join(dir, "results-"+stamp+".md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(md)
+	if !readme {
+		return nil
+	}
+	path := filepath.Join(framework.RepoRoot(), "README.md")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	const begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+	s := string(b)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("README.md has no %s … %s section", begin, end)
+	}
+	s = s[:i+len(begin)] + "\n" + summary(res, "bench/results-"+stamp+".md") + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+func kb(b float64) string { return fmt.Sprintf("%.1f KB", b/1024) }
+
+func check(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
+}
+
+// summary is the README table: each figure with its baseline and target.
+func summary(r *results, file string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured by `make bench` on %s (%d CPUs), %s; full tables in [%s](%s).\n\n", r.Machine, r.CPUs, r.Date, file, file)
+	b.WriteString("| figure | nodemirror | baseline in the same run | target |\n|---|---|---|---|\n")
+	w := r.WriteAmp
+	fmt.Fprintf(&b, "| hub writes per heartbeat | %.3f (%d writes for %d heartbeats of %d nodes) | a naive mirror: 1 | 0: %s |\n", w.WritesPerHeartbeat, w.HeartbeatWrites, w.Heartbeats, w.Nodes, check(w.HeartbeatWrites == 0))
+	fmt.Fprintf(&b, "| hub writes per meaningful change | %.2f (%d changes, %d in bursts) | 1 | ≤ 1: %s |\n", w.WritesPerChange, w.Changes, w.BurstChanges, check(w.WritesPerChange <= 1))
+	for _, l := range r.Latency {
+		rate := "idle"
+		if l.TargetRate > 0 {
+			rate = fmt.Sprintf("%d/s (achieved %.0f/s)", l.TargetRate, l.AchievedRate)
+		}
+		target := "—"
+		if l.TargetRate == 100 {
+			target = fmt.Sprintf("p99 < 50 ms: %s", check(l.Client.P99 < 50 && l.Client.N > 0))
+		}
+		fmt.Fprintf(&b, "| member change → websocket client, %s | p50 %.1f ms, p99 %.1f ms | member watch (floor): p50 %.1f ms, p99 %.1f ms (×%.1f / ×%.1f) | %s |\n",
+			rate, l.Client.P50, l.Client.P99, l.Floor.P50, l.Floor.P99, l.RatioP50, l.RatioP99, target)
+	}
+	m := r.Mirror
+	fmt.Fprintf(&b, "| initial mirror, %d clusters × %d nodes | %.0f snapshots/s (%.1f s) | hub raw create: %.0f/s | — |\n", m.Clusters, m.NodesPerCluster, m.SnapshotsPerSecond, m.Seconds, m.HubCreatesPerSecond)
+	fmt.Fprintf(&b, "| member requests per cluster | %.1f lists, %.1f watches | — | 1 list, 1 watch: %s |\n", m.ListsPerCluster, m.WatchesPerCluster, check(m.ListsPerCluster <= 1 && m.WatchesPerCluster <= 1))
+	mem := r.Memory
+	fmt.Fprintf(&b, "| operator heap per mirrored node | %s at %d nodes, %s at %d | — | ≤ 4 KB: %s |\n", kb(mem.OperatorBytesPerNode1k), r.Sizes.NodesPerCluster, kb(mem.OperatorBytesPerNode10k), mem.NodesAtAll, check(mem.OperatorBytesPerNode10k <= 4096 && mem.OperatorBytesPerNode1k <= 4096))
+	fmt.Fprintf(&b, "| sidecar memory per idle client | %s heap + %s goroutine stacks | — | ≤ 64 KB: %s |\n", kb(mem.SidecarHeapPerClient), kb(mem.SidecarStackPerClient), check(mem.SidecarHeapPerClient+mem.SidecarStackPerClient <= 64*1024))
+	fmt.Fprintf(&b, "| NodeSnapshot JSON size | median %s, p99 %s | full Node: median %s, p99 %s | median ≤ 1.5 KB: %s |\n", kb(float64(mem.SnapshotJSONMedian)), kb(float64(mem.SnapshotJSONP99)), kb(float64(mem.NodeJSONMedian)), kb(float64(mem.NodeJSONP99)), check(mem.SnapshotJSONMedian <= 1536))
+	for _, f := range r.Fanout {
+		target := "—"
+		if f.Clients == 1000 {
+			target = fmt.Sprintf("p99 ≤ 100 ms: %s", check(f.Delivery.P99 <= 100 && f.Deliveries == f.Expected))
+		}
+		fmt.Fprintf(&b, "| fan-out to %d clients at %d changes/s | p50 %.1f ms, p99 %.1f ms (%d/%d delivered) | hub watches: %d + %d | %s |\n", f.Clients, f.Rate, f.Delivery.P50, f.Delivery.P99, f.Deliveries, f.Expected, r.FanoutWatch["nodesnapshots"], r.FanoutWatch["managedclusters"], target)
+	}
+	for _, rd := range r.Reads {
+		fmt.Fprintf(&b, "| HTTP list of %s | sidecar p50 %.1f ms, p99 %.1f ms | hub API server p50 %.1f ms, p99 %.1f ms (×%.1f) | < 5 ms at 1,000: %s |\n", rd.What, rd.Sidecar.P50, rd.Sidecar.P99, rd.Hub.P50, rd.Hub.P99, rd.Speedup, check(rd.Sidecar.P50 < 5 || !strings.HasPrefix(rd.What, "1000 ")))
+	}
+	return b.String()
+}
+
+// markdown is the full results file.
+func markdown(r *results) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# nodemirror benchmark results\n\n%s, %s, %d CPUs. Every figure has its baseline from the same run; see `test/bench` for how each is measured.\n\n", r.Date, r.Machine, r.CPUs)
+	b.WriteString("## Summary\n\n")
+	b.WriteString(summary(r, "this file"))
+	b.WriteString("\n## Propagation latency by hop (ms)\n\n| rate | sent | member watch p50/p99 | hub watch p50/p99 | client p50/p95/p99 | operator hop p50/p99 | sidecar hop p50/p99 |\n|---|---|---|---|---|---|---|\n")
+	for _, l := range r.Latency {
+		fmt.Fprintf(&b, "| %d/s (achieved %.0f) | %d | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f / %.1f (%d received) | %.1f / %.1f | %.1f / %.1f |\n",
+			l.TargetRate, l.AchievedRate, l.Sent, l.Floor.P50, l.Floor.P99, l.Hub.P50, l.Hub.P99, l.Client.P50, l.Client.P95, l.Client.P99, l.Client.N, l.OperatorHop.P50, l.OperatorHop.P99, l.SidecarHop.P50, l.SidecarHop.P99)
+	}
+	b.WriteString("\n(Rate 0 is one change at a time, each waited for.)\n\n## Sizes used\n\n```json\n")
+	sz, _ := json.MarshalIndent(r.Sizes.readable(), "", "  ")
+	b.Write(sz)
+	b.WriteString("\n```\n")
+	if len(r.Notes) > 0 {
+		b.WriteString("\n## Notes\n\n")
+		for _, n := range r.Notes {
+			b.WriteString("- " + n + "\n")
+		}
+	}
+	return b.String()
+}
+
+// readable is sizes with durations spelled out.
+func (s sizes) readable() map[string]any {
+	raw, _ := json.Marshal(s)
+	m := map[string]any{}
+	_ = json.Unmarshal(raw, &m)
+	for k, v := range map[string]time.Duration{
+		"HeartbeatInterval": s.HeartbeatInterval, "HeartbeatDuration": s.HeartbeatDuration,
+		"LatencyDuration": s.LatencyDuration, "FanoutDuration": s.FanoutDuration,
+	} {
+		m[k] = v.String()
+	}
+	return m
+}

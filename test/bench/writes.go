@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/simulator"
+)
+
+const changeLabel = "bench.nodemirror.io/change"
+
+// writeAmplification heartbeats every node of the first cluster for a
+// while, then makes known meaningful changes, and counts the operator's
+// hub writes for each phase exactly.
+func (e *env) writeAmplification(ctx context.Context, res *results) error {
+	cs := e.members[0]
+	n := e.sz.NodesPerCluster
+	w0 := e.operator.requests().SnapshotWrites
+
+	// Every node heartbeats once per interval, spread evenly.
+	beats := make(chan string, 1024)
+	sent := 0
+	done := make(chan error, 1)
+	go func() {
+		done <- parallel(ctx, int(e.sz.HeartbeatDuration/e.sz.HeartbeatInterval)*n, 8, func(ctx context.Context, _ int) error {
+			name, ok := <-beats
+			if !ok {
+				return nil
+			}
+			return simulator.Heartbeat(ctx, cs, name)
+		})
+	}()
+	tick := time.NewTicker(e.sz.HeartbeatInterval / time.Duration(n))
+	end := time.Now().Add(e.sz.HeartbeatDuration)
+	for i := 0; time.Now().Before(end) && sent < int(e.sz.HeartbeatDuration/e.sz.HeartbeatInterval)*n; i++ {
+		<-tick.C
+		beats <- nodeName(0, 0, i%n)
+		sent++
+	}
+	tick.Stop()
+	close(beats)
+	if err := <-done; err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second) // let the operator see the last ones
+	w1 := e.operator.requests().SnapshotWrites
+	res.WriteAmp.Nodes, res.WriteAmp.Heartbeats, res.WriteAmp.HeartbeatWrites = n, sent, w1-w0
+	res.WriteAmp.WritesPerHeartbeat = float64(w1-w0) / float64(sent)
+	e.log("  %d heartbeats over %s: %d hub writes", sent, e.sz.HeartbeatDuration, w1-w0)
+
+	// Meaningful changes: some alone, some in bursts on one node.
+	want := map[string]string{}
+	for i := range e.sz.SingleChanges {
+		node := nodeName(0, 0, i%n)
+		v := fmt.Sprintf("s%d", i)
+		if err := simulator.PatchLabel(ctx, cs, node, changeLabel, ptr.To(v)); err != nil {
+			return err
+		}
+		want[node] = v
+		time.Sleep(20 * time.Millisecond)
+	}
+	for b := range e.sz.Bursts {
+		node := nodeName(0, 0, n-1-b)
+		for j := range e.sz.BurstSize {
+			v := fmt.Sprintf("b%d-%d", b, j)
+			if err := simulator.PatchLabel(ctx, cs, node, changeLabel, ptr.To(v)); err != nil {
+				return err
+			}
+			want[node] = v
+		}
+	}
+	if err := e.waitLabels(ctx, clusterName(0, 0), changeLabel, want, time.Minute); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second)
+	w2 := e.operator.requests().SnapshotWrites
+	changes := e.sz.SingleChanges + e.sz.Bursts*e.sz.BurstSize
+	res.WriteAmp.Changes, res.WriteAmp.BurstChanges, res.WriteAmp.ChangeWrites = changes, e.sz.Bursts*e.sz.BurstSize, w2-w1
+	res.WriteAmp.WritesPerChange = float64(w2-w1) / float64(changes)
+	e.log("  %d meaningful changes (%d in bursts): %d hub writes", changes, e.sz.Bursts*e.sz.BurstSize, w2-w1)
+	return nil
+}
+
+// waitLabels waits until the snapshots of the given nodes carry label=value.
+func (e *env) waitLabels(ctx context.Context, cluster, label string, want map[string]string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var list fleetv1.NodeSnapshotList
+		if err := e.hub.List(ctx, &list, client.InNamespace("bench"), client.MatchingLabels{fleetv1.ClusterLabel: cluster}); err != nil {
+			return err
+		}
+		got := map[string]string{}
+		for _, s := range list.Items {
+			got[s.Spec.NodeName] = s.Status.Labels[label]
+		}
+		missing := 0
+		for node, v := range want {
+			if got[node] != v {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d changes not mirrored after %s", missing, len(want), timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
