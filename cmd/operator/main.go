@@ -66,6 +66,7 @@ func main() {
 		Scheme:                        scheme,
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        probeAddr,
+		Cache:                         managedcluster.CacheOptions(),
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "nodemirror-operator.fleet.nodemirror.io",
 		LeaderElectionNamespace:       leaderElectionNamespace,

@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -28,6 +29,13 @@ import (
 	"github.com/nodemirror/nodemirror/internal/projection"
 	"github.com/nodemirror/nodemirror/internal/session"
 )
+
+// CacheOptions are the manager cache options the operator needs: the
+// cache keeps metadata of every NodeSnapshot and Secret, and their
+// managedFields, several kilobytes for a snapshot, are of no use to it.
+func CacheOptions() cache.Options {
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
+}
 
 // secretRefField indexes ManagedClusters by the Secret they read.
 const secretRefField = "spec.kubeconfigSecretRef.name"

@@ -28,15 +28,17 @@ type Item struct {
 	catchUp bool
 }
 
-// Encode renders the item as an Envelope. Subscription IDs are validated
-// to need no escaping, so the envelope is assembled around the shared,
-// pre-encoded object instead of encoding it again per client.
-func (it *Item) Encode() []byte {
+// Encode renders the item as an Envelope.
+func (it *Item) Encode() []byte { return it.AppendEncoded(nil) }
+
+// AppendEncoded appends the item's Envelope to b: the envelope is assembled
+// around the shared, pre-encoded object instead of encoding it again per
+// client, and a writer that reuses b allocates nothing per message.
+func (it *Item) AppendEncoded(b []byte) []byte {
 	obj := it.Body
 	if it.Object != nil {
 		obj = it.Object.Raw
 	}
-	b := make([]byte, 0, len(obj)+96+len(it.Subscription))
 	b = append(b, `{"subscription":`...)
 	b = strconv.AppendQuote(b, it.Subscription)
 	if it.ResumeFrom != "" {

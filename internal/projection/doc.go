@@ -5,8 +5,6 @@
 // sidecar and the benchmarks share one definition of "what changed".
 //
 //   - Filter decides which label and annotation keys are mirrored.
-//   - Transform strips a Node in the informer, before it is cached, down to
-//     what Project reads.
 //   - Project builds the NodeSnapshotStatus; Digest hashes it without the
 //     source resourceVersion, so heartbeats and resyncs hash the same.
 //   - SnapshotName maps <cluster, node> to a NodeSnapshot name.

@@ -12,8 +12,7 @@ import (
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
 
-// Project returns the mirrored state of node under filter f. It reads the
-// same fields whether node was stripped by Transform or not.
+// Project returns the mirrored state of node under filter f.
 func Project(node *corev1.Node, f Filter) fleetv1.NodeSnapshotStatus {
 	st := fleetv1.NodeSnapshotStatus{
 		Labels:                filterMap(node.Labels, f.KeepLabel),

@@ -121,9 +121,6 @@ func TestDigest(t *testing.T) {
 	if got := Digest(ptr(Project(hb, f))); got != base {
 		t.Errorf("heartbeat changed the digest")
 	}
-	if got := Digest(ptr(Project(StripNode(testNode(), f), f))); got != base {
-		t.Errorf("projecting a stripped node differs from projecting the full node")
-	}
 
 	for name, change := range map[string]func(n *corev1.Node){
 		"label":       func(n *corev1.Node) { n.Labels["x"] = "y" },
@@ -138,26 +135,6 @@ func TestDigest(t *testing.T) {
 		if Digest(ptr(Project(n, f))) == base {
 			t.Errorf("%s change kept the digest", name)
 		}
-	}
-}
-
-func TestStripNode(t *testing.T) {
-	f := NewFilter(fleetv1.MirrorSpec{Labels: &fleetv1.KeyFilter{Include: []string{"topology.kubernetes.io/"}}})
-	s := StripNode(testNode(), f)
-	if s.ManagedFields != nil || s.Status.Images != nil || s.Spec.ProviderID != "" || s.Status.NodeInfo.MachineID != "" {
-		t.Errorf("StripNode kept unmirrored fields: %+v", s)
-	}
-	if !s.Status.Conditions[0].LastHeartbeatTime.IsZero() {
-		t.Error("StripNode kept heartbeat time")
-	}
-	if _, ok := s.Labels["kubernetes.io/hostname"]; ok {
-		t.Error("StripNode kept a filtered label")
-	}
-	if _, ok := s.Labels["node-role.kubernetes.io/worker"]; !ok {
-		t.Error("StripNode dropped a role label")
-	}
-	if s.Annotations != nil {
-		t.Errorf("StripNode kept annotations %v", s.Annotations)
 	}
 }
 

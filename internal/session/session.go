@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/version"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -80,6 +81,7 @@ type Session struct {
 	informer cache.SharedIndexInformer
 	queue    workqueue.TypedRateLimitingInterface[string]
 	rest     rest.Interface
+	nodes    corev1client.NodeInterface
 	cancel   context.CancelFunc
 	done     chan struct{}
 	changed  chan struct{}
@@ -138,6 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		log:     cfg.Log.WithValues("managedCluster", klog.KRef(cfg.Cluster.Namespace, cfg.Cluster.Name)),
 		metrics: newClusterMetrics(cfg.Cluster.String()),
 		rest:    cs.Discovery().RESTClient(),
+		nodes:   cs.CoreV1().Nodes(),
 		done:    make(chan struct{}),
 		changed: make(chan struct{}, 1),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -152,7 +155,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	s.informer = coreinformers.NewFilteredNodeInformer(cs, cfg.Resync, cache.Indexers{}, func(o *metav1.ListOptions) {
 		o.LabelSelector = cfg.Selector
 	})
-	if err := s.informer.SetTransform(projection.Transform(cfg.Filter)); err != nil {
+	if err := s.informer.SetTransform(s.transform); err != nil {
 		return nil, err
 	}
 	if err := s.informer.SetWatchErrorHandlerWithContext(s.watchError); err != nil {
@@ -182,18 +185,24 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Status reports connection, sync and a summary of the mirrored nodes.
 func (s *Session) Status() Status {
-	st := Status{Capacity: corev1.ResourceList{}, Allocatable: corev1.ResourceList{}}
+	var st Status
+	var capacity, allocatable [3]int64
 	for _, obj := range s.informer.GetStore().List() {
-		node := obj.(*corev1.Node)
+		n := obj.(*mirroredNode).summary
 		st.Nodes.Total++
-		if projection.ReadyStatus(node) == corev1.ConditionTrue {
+		if n.ready {
 			st.Nodes.Ready++
 		}
-		if node.Spec.Unschedulable {
+		if n.unschedulable {
 			st.Nodes.Unschedulable++
 		}
-		addResources(st.Capacity, node.Status.Capacity)
-		addResources(st.Allocatable, node.Status.Allocatable)
+		for i := range capacity {
+			capacity[i] += n.capacity[i]
+			allocatable[i] += n.allocatable[i]
+		}
+	}
+	if st.Nodes.Total > 0 {
+		st.Capacity, st.Allocatable = resourceList(capacity), resourceList(allocatable)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -205,18 +214,6 @@ func (s *Session) Status() Status {
 	st.Synced = s.synced
 	st.KubernetesVersion = s.version
 	return st
-}
-
-var summedResources = []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods}
-
-func addResources(sum, add corev1.ResourceList) {
-	for _, name := range summedResources {
-		if q, ok := add[name]; ok {
-			total := sum[name]
-			total.Add(q)
-			sum[name] = total
-		}
-	}
 }
 
 // Forget tells the session that the hub lost a snapshot it wrote (someone
@@ -435,16 +432,28 @@ func (s *Session) sync(ctx context.Context, node string) error {
 		return nil
 	}
 
-	status := projection.Project(obj.(*corev1.Node), s.cfg.Filter)
-	digest := projection.Digest(&status)
-	if ok && have.digest == digest {
+	m := obj.(*mirroredNode)
+	if ok && have.digest == m.digest {
 		s.metrics.skipped.Inc()
 		s.mu.Lock()
 		delete(s.received, node)
 		s.mu.Unlock()
 		return nil
 	}
-	snap := s.snapshot(node, status, digest)
+	status, digest := m.pending.Load(), m.digest
+	if status == nil {
+		// Written once, then lost on the hub (see Forget): the projection
+		// is gone from memory, so read the node once more.
+		n, err := s.nodes.Get(ctx, node, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil // its delete event is on the way
+		} else if err != nil {
+			return err
+		}
+		st := projection.Project(n, s.cfg.Filter)
+		status, digest = &st, projection.Digest(&st)
+	}
+	snap := s.snapshot(node, *status, digest)
 	if !ok {
 		err = s.cfg.Hub.Create(ctx, snap)
 		if err == nil {
@@ -468,6 +477,7 @@ func (s *Session) sync(ctx context.Context, node string) error {
 		return err
 	}
 	s.written(node, &written{name: snap.Name, digest: digest, resourceVersion: snap.ResourceVersion})
+	m.pending.CompareAndSwap(status, nil)
 	return nil
 }
 

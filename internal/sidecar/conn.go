@@ -129,6 +129,7 @@ func (c *client) subscribe(ctx context.Context, m *protocol.ClientMessage) {
 // while a slow client's write is in flight its pending events conflate.
 func (c *client) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 	defer cancel()
+	var buf []byte // reused: the websocket copies what it sends
 	for {
 		select {
 		case <-ctx.Done():
@@ -147,7 +148,8 @@ func (c *client) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 				break
 			}
 			wctx, done := context.WithTimeout(ctx, c.s.opts.WriteTimeout)
-			err := c.ws.Write(wctx, websocket.MessageText, it.Encode())
+			buf = it.AppendEncoded(buf[:0])
+			err := c.ws.Write(wctx, websocket.MessageText, buf)
 			done()
 			if err != nil {
 				if !errors.Is(err, context.Canceled) {

@@ -329,6 +329,9 @@ func TestOneHubWatchPerKindWhateverTheClients(t *testing.T) {
 		if got := ts.requests.Count("WATCH", "", res); got != 1 {
 			t.Errorf("hub watches on %s = %d, want 1", res, got)
 		}
+		if got := ts.requests.OpenWatches(res); got != 1 {
+			t.Errorf("open hub watches on %s = %d, want 1", res, got)
+		}
 		// With streaming lists the watch brings the initial state itself.
 		if got := ts.requests.Count(http.MethodGet, "", res); got > 1 {
 			t.Errorf("hub lists of %s = %d, want at most 1", res, got)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -14,7 +15,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/nodemirror/nodemirror/internal/sidecar"
 	"github.com/nodemirror/nodemirror/test/framework"
@@ -34,8 +38,8 @@ type heapReport struct {
 type requestReport struct {
 	SnapshotWrites int `json:"snapshotWrites"`
 	SnapshotLists  int `json:"snapshotLists"`
-	SnapshotWatch  int `json:"snapshotWatches"`
-	ClusterWatch   int `json:"clusterWatches"`
+	SnapshotWatch  int `json:"openSnapshotWatches"`
+	ClusterWatch   int `json:"openClusterWatches"`
 }
 
 // runChild runs the role named by $NODEMIRROR_BENCH_CHILD until SIGTERM.
@@ -43,6 +47,7 @@ type requestReport struct {
 func runChild(role string, args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	cfg, err := clientcmd.BuildConfigFromFlags("", args[0])
 	if err != nil {
 		return err
@@ -51,6 +56,8 @@ func runChild(role string, args []string) error {
 	counter := &framework.RequestCounter{}
 	cfg.WrapTransport = counter.Wrap
 	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/heap", func(w http.ResponseWriter, _ *http.Request) {
 		runtime.GC()
 		runtime.GC()
@@ -62,8 +69,8 @@ func runChild(role string, args []string) error {
 		_ = json.NewEncoder(w).Encode(requestReport{
 			SnapshotWrites: counter.Writes("", "nodesnapshots"),
 			SnapshotLists:  counter.Count(http.MethodGet, "", "nodesnapshots"),
-			SnapshotWatch:  counter.Count("WATCH", "", "nodesnapshots"),
-			ClusterWatch:   counter.Count("WATCH", "", "managedclusters"),
+			SnapshotWatch:  counter.OpenWatches("nodesnapshots"),
+			ClusterWatch:   counter.OpenWatches("managedclusters"),
 		})
 	})
 	debug, err := net.Listen("tcp", args[1])

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -72,8 +73,9 @@ func (e *env) fanout(ctx context.Context, res *results) error {
 		rctx, stopReaders := context.WithCancel(ctx)
 		for _, c := range conns {
 			wg.Go(func() {
+				var buf bytes.Buffer
 				for {
-					_, data, err := c.Read(rctx)
+					data, err := readInto(rctx, c, &buf)
 					if err != nil {
 						return
 					}
@@ -131,6 +133,20 @@ func (e *env) fanout(ctx context.Context, res *results) error {
 	req := e.sidecar.requests()
 	res.FanoutWatch = map[string]int{"nodesnapshots": req.SnapshotWatch, "managedclusters": req.ClusterWatch}
 	return nil
+}
+
+// readInto reads one message into buf, reused across messages so that the
+// load-generating clients allocate little.
+func readInto(ctx context.Context, c *websocket.Conn, buf *bytes.Buffer) ([]byte, error) {
+	_, r, err := c.Reader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // connect opens n websocket clients, each subscribed and past its initial

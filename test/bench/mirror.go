@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -22,11 +21,11 @@ import (
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/internal/simulator"
-	"github.com/nodemirror/nodemirror/test/framework"
 )
 
-// memberRequests sums a member API server's apiserver_request_total for
-// nodes by verb (LIST, WATCH), from its own metrics.
+// memberRequests counts, from a member API server's own metrics, the node
+// lists it served and the node watches it started (finished ones are in
+// apiserver_request_total, open ones in apiserver_longrunning_requests).
 func (e *env) memberRequests(ctx context.Context, m int) (map[string]float64, error) {
 	body, err := e.members[m].CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
@@ -37,7 +36,8 @@ func (e *env) memberRequests(ctx context.Context, m int) (map[string]float64, er
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		l := sc.Text()
-		if !strings.HasPrefix(l, "apiserver_request_total{") || !strings.Contains(l, `resource="nodes"`) || !strings.Contains(l, `subresource=""`) {
+		if !(strings.HasPrefix(l, "apiserver_request_total{") || strings.HasPrefix(l, "apiserver_longrunning_requests{")) ||
+			!strings.Contains(l, `resource="nodes"`) || !strings.Contains(l, `subresource=""`) {
 			continue
 		}
 		for _, verb := range []string{"LIST", "WATCH"} {
@@ -119,23 +119,8 @@ func (e *env) initialMirror(ctx context.Context, res *results) error {
 	defer w.Stop()
 	start = time.Now()
 	for m := range e.sz.Members {
-		kubeconfig, err := framework.Kubeconfig(e.memberEnv[m], fmt.Sprintf("bench-operator-%d", m), []string{"system:masters"}, "")
-		if err != nil {
-			return err
-		}
-		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("member-%d", m)}, Data: map[string][]byte{"kubeconfig": kubeconfig}}
-		if err := e.hub.Create(ctx, secret); err != nil {
-			return err
-		}
 		for s := range e.sz.ClustersPerMember {
-			mc := &fleetv1.ManagedCluster{
-				ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: clusterName(m, s)},
-				Spec: fleetv1.ManagedClusterSpec{
-					KubeconfigSecretRef: fleetv1.SecretKeyRef{Name: secret.Name},
-					NodeSelector:        &metav1.LabelSelector{MatchLabels: map[string]string{shardLabel: fmt.Sprint(s)}},
-				},
-			}
-			if err := e.hub.Create(ctx, mc); err != nil {
+			if err := e.hub.Create(ctx, e.cluster(clusterName(m, s), m, fmt.Sprint(s))); err != nil {
 				return err
 			}
 		}
@@ -263,34 +248,35 @@ func (e *env) reads(ctx context.Context, res *results) error {
 	if err != nil {
 		return err
 	}
-	// Both sides are read the same way: one GET, the items decoded as raw JSON.
-	list := func(c *http.Client, url string) (int, error) {
+	// Both sides are read the same way: one GET, timed until the last byte
+	// of the response; the items are counted afterwards, untimed.
+	list := func(c *http.Client, url string) (time.Duration, int, error) {
+		start := time.Now()
 		resp, err := c.Get(url)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b, _ := io.ReadAll(resp.Body)
-			return 0, fmt.Errorf("GET %s: %s: %.300s", url, resp.Status, b)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(start)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return 0, 0, fmt.Errorf("GET %s: %s %v: %.300s", url, resp.Status, err, body)
 		}
 		var l struct{ Items []json.RawMessage }
-		err = json.NewDecoder(resp.Body).Decode(&l)
-		return len(l.Items), err
+		err = json.Unmarshal(body, &l)
+		return took, len(l.Items), err
 	}
 	for _, t := range targets {
 		var sidecarTimes, hubTimes []time.Duration
 		for range e.sz.ReadRequests {
-			start := time.Now()
-			n, err := list(http.DefaultClient, "http://"+e.sidecarAt+t.sidecarPath)
-			sidecarTimes = append(sidecarTimes, time.Since(start))
+			took, n, err := list(http.DefaultClient, "http://"+e.sidecarAt+t.sidecarPath)
+			sidecarTimes = append(sidecarTimes, took)
 			if err != nil || n != t.count {
 				return fmt.Errorf("sidecar list %s: %d items, want %d (%v)", t.sidecarPath, n, t.count, err)
 			}
 
-			start = time.Now()
-			n, err = list(hubHTTP, strings.TrimSuffix(e.hubCfg.Host, "/")+t.hubPath)
-			hubTimes = append(hubTimes, time.Since(start))
+			took, n, err = list(hubHTTP, strings.TrimSuffix(e.hubCfg.Host, "/")+t.hubPath)
+			hubTimes = append(hubTimes, took)
 			if err != nil || n != t.count {
 				return fmt.Errorf("hub list: %d items, want %d (%v)", n, t.count, err)
 			}

@@ -92,70 +92,12 @@ type env struct {
 }
 
 func run(ctx context.Context, sz sizes, log func(string, ...any)) (*results, error) {
-	if err := framework.CheckAssets(); err != nil {
-		return nil, err
-	}
 	res := &results{Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Machine: machine(), CPUs: runtime.NumCPU(), Sizes: sz}
-	e := &env{sz: sz, log: log}
-	dir, err := os.MkdirTemp("", "nodemirror-bench-")
+	e, cleanup, err := setup(ctx, sz, log)
 	if err != nil {
 		return nil, err
 	}
-	e.dir = dir
-	defer os.RemoveAll(dir)
-
-	log("starting a hub and %d member API servers", sz.Members)
-	hubEnv := framework.NewHub()
-	envs := []*envtest.Environment{hubEnv}
-	for range sz.Members {
-		envs = append(envs, framework.NewMember())
-	}
-	defer framework.StopAll(envs...)
-	cfgs, err := framework.StartAll(envs...)
-	if err != nil {
-		return nil, err
-	}
-	e.hubCfg = rest.CopyConfig(cfgs[0])
-	e.hubCfg.QPS, e.hubCfg.Burst = 2000, 4000
-	if e.hub, err = client.NewWithWatch(e.hubCfg, client.Options{Scheme: framework.Scheme()}); err != nil {
-		return nil, err
-	}
-	for i, cfg := range cfgs[1:] {
-		cfg.QPS, cfg.Burst = 2000, 4000
-		e.memberCfg = append(e.memberCfg, cfg)
-		e.members = append(e.members, kubernetes.NewForConfigOrDie(cfg))
-		e.memberEnv = append(e.memberEnv, envs[i+1])
-	}
-	hubKubeconfig := filepath.Join(dir, "hub.kubeconfig")
-	raw, err := framework.Kubeconfig(hubEnv, "bench", []string{"system:masters"}, "")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(hubKubeconfig, raw, 0o600); err != nil {
-		return nil, err
-	}
-
-	if e.operator, err = startChild("operator", hubKubeconfig); err != nil {
-		return nil, err
-	}
-	defer e.operator.stop()
-	time.Sleep(2 * time.Second) // let the manager settle before the baseline
-	h, err := e.operator.heap()
-	if err != nil {
-		return nil, err
-	}
-	e.operatorBase = float64(h.HeapAlloc)
-	e.sidecarAt = freeAddr()
-	if e.sidecar, err = startChild("sidecar", hubKubeconfig, e.sidecarAt); err != nil {
-		return nil, err
-	}
-	defer e.sidecar.stop()
-	for _, ns := range []string{"bench", "ceiling", "fanout", "fanout-idle"} {
-		if err := e.hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			return nil, err
-		}
-	}
-
+	defer cleanup()
 	steps := []struct {
 		name string
 		fn   func(context.Context, *results) error
@@ -177,6 +119,100 @@ func run(ctx context.Context, sz sizes, log func(string, ...any)) (*results, err
 		log("  %s done in %s", s.name, time.Since(start).Round(100*time.Millisecond))
 	}
 	return res, nil
+}
+
+// setup starts the hub, the members, the operator and the sidecar.
+func setup(ctx context.Context, sz sizes, log func(string, ...any)) (_ *env, cleanup func(), err error) {
+	if err := framework.CheckAssets(); err != nil {
+		return nil, nil, err
+	}
+	var undo []func()
+	cleanup = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
+	e := &env{sz: sz, log: log}
+	if e.dir, err = os.MkdirTemp("", "nodemirror-bench-"); err != nil {
+		return nil, nil, err
+	}
+	undo = append(undo, func() { os.RemoveAll(e.dir) })
+
+	log("starting a hub and %d member API servers", sz.Members)
+	hubEnv := framework.NewHub()
+	envs := []*envtest.Environment{hubEnv}
+	for range sz.Members {
+		envs = append(envs, framework.NewMember())
+	}
+	undo = append(undo, func() { framework.StopAll(envs...) })
+	cfgs, err := framework.StartAll(envs...)
+	if err != nil {
+		return nil, nil, err
+	}
+	e.hubCfg = rest.CopyConfig(cfgs[0])
+	e.hubCfg.QPS, e.hubCfg.Burst = 2000, 4000
+	if e.hub, err = client.NewWithWatch(e.hubCfg, client.Options{Scheme: framework.Scheme()}); err != nil {
+		return nil, nil, err
+	}
+	for i, cfg := range cfgs[1:] {
+		cfg.QPS, cfg.Burst = 2000, 4000
+		e.memberCfg = append(e.memberCfg, cfg)
+		e.members = append(e.members, kubernetes.NewForConfigOrDie(cfg))
+		e.memberEnv = append(e.memberEnv, envs[i+1])
+	}
+	hubKubeconfig := filepath.Join(e.dir, "hub.kubeconfig")
+	raw, err := framework.Kubeconfig(hubEnv, "bench", []string{"system:masters"}, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.WriteFile(hubKubeconfig, raw, 0o600); err != nil {
+		return nil, nil, err
+	}
+	if e.operator, err = startChild("operator", hubKubeconfig); err != nil {
+		return nil, nil, err
+	}
+	undo = append(undo, e.operator.stop)
+	e.sidecarAt = freeAddr()
+	if e.sidecar, err = startChild("sidecar", hubKubeconfig, e.sidecarAt); err != nil {
+		return nil, nil, err
+	}
+	undo = append(undo, e.sidecar.stop)
+	for _, ns := range []string{"bench", "ceiling", "fanout", "fanout-idle"} {
+		if err := e.hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return nil, nil, err
+		}
+	}
+	for m := range e.members {
+		kubeconfig, err := framework.Kubeconfig(e.memberEnv[m], fmt.Sprintf("bench-operator-%d", m), []string{"system:masters"}, "")
+		if err != nil {
+			return nil, nil, err
+		}
+		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("member-%d", m)}, Data: map[string][]byte{"kubeconfig": kubeconfig}}
+		if err := e.hub.Create(ctx, secret); err != nil {
+			return nil, nil, err
+		}
+	}
+	// The operator's baseline heap is taken with one cluster that selects no
+	// node, mirrored and Ready: every lazy initialisation on the mirroring
+	// path has happened, so what follows is the cost of nodes.
+	if err := e.hub.Create(ctx, e.cluster("warmup", 0, "none")); err != nil {
+		return nil, nil, err
+	}
+	if err := e.waitClustersReady(ctx); err != nil {
+		return nil, nil, err
+	}
+	time.Sleep(time.Second)
+	h, err := e.operator.heap()
+	if err != nil {
+		return nil, nil, err
+	}
+	e.operatorBase = float64(h.HeapAlloc)
+	return e, cleanup, nil
 }
 
 // parallel runs fn(i) for i in [0, n) on workers goroutines.
@@ -204,6 +240,17 @@ func parallel(ctx context.Context, n, workers int, fn func(ctx context.Context, 
 		firstErr = ctx.Err()
 	}
 	return firstErr
+}
+
+// cluster is a ManagedCluster for the nodes of one shard of a member.
+func (e *env) cluster(name string, member int, shard string) *fleetv1.ManagedCluster {
+	return &fleetv1.ManagedCluster{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name},
+		Spec: fleetv1.ManagedClusterSpec{
+			KubeconfigSecretRef: fleetv1.SecretKeyRef{Name: fmt.Sprintf("member-%d", member)},
+			NodeSelector:        &metav1.LabelSelector{MatchLabels: map[string]string{shardLabel: shard}},
+		},
+	}
 }
 
 func nodeName(member, shard, i int) string { return fmt.Sprintf("m%d-s%d-n%04d", member, shard, i) }
@@ -242,7 +289,7 @@ func (e *env) createNodes(ctx context.Context, res *results) error {
 // used for the hub's raw create ceiling.
 func snapshotFor(ns, cluster string, n *corev1.Node) *fleetv1.NodeSnapshot {
 	f := projection.NewFilter(fleetv1.MirrorSpec{})
-	st := projection.Project(projection.StripNode(n, f), f)
+	st := projection.Project(n, f)
 	return &fleetv1.NodeSnapshot{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: ns, Name: projection.SnapshotName(cluster, n.Name),

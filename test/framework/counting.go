@@ -1,6 +1,7 @@
 package framework
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 type RequestCounter struct {
 	mu     sync.Mutex
 	counts map[requestKey]int
+	open   map[requestKey]int // watches whose response is still being read
 }
 
 type requestKey struct{ method, namespace, resource string }
@@ -28,10 +30,51 @@ func (c *RequestCounter) Wrap(rt http.RoundTripper) http.RoundTripper {
 		if w := req.URL.Query().Get("watch"); w == "true" || w == "1" {
 			method = "WATCH"
 		}
-		c.counts[requestKey{method, ns, res}]++
+		key := requestKey{method, ns, res}
+		c.counts[key]++
 		c.mu.Unlock()
-		return rt.RoundTrip(req)
+		resp, err := rt.RoundTrip(req)
+		if err != nil || method != "WATCH" {
+			return resp, err
+		}
+		c.mu.Lock()
+		if c.open == nil {
+			c.open = map[requestKey]int{}
+		}
+		c.open[key]++
+		c.mu.Unlock()
+		resp.Body = &watchBody{ReadCloser: resp.Body, done: func() {
+			c.mu.Lock()
+			c.open[key]--
+			c.mu.Unlock()
+		}}
+		return resp, nil
 	})
+}
+
+// OpenWatches is the number of watches on resource (any namespace) whose
+// response is still open.
+func (c *RequestCounter) OpenWatches(resource string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for k, v := range c.open {
+		if k.resource == resource {
+			n += v
+		}
+	}
+	return n
+}
+
+type watchBody struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *watchBody) Close() error {
+	b.once.Do(b.done)
+	return b.ReadCloser.Close()
 }
 
 // Writes is the number of POST, PUT, PATCH and DELETE requests on

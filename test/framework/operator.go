@@ -38,6 +38,7 @@ func StartOperator(ctx context.Context, hub *rest.Config) (stop func() error, er
 		Scheme:                 Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		Cache:                  managedcluster.CacheOptions(),
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
