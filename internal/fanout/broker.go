@@ -31,7 +31,10 @@ type Broker struct {
 
 	mu      sync.Mutex
 	objects map[string]map[string]*Object // namespace → name → object
-	count   int
+	// byCluster indexes the same objects by namespace and cluster, so that
+	// cluster-filtered lists and initial states read only their cluster.
+	byCluster map[clusterKey]map[string]*Object
+	count     int
 	// history is a ring of the latest events; every event after
 	// historyStart is in it.
 	history      []event
@@ -41,6 +44,8 @@ type Broker struct {
 	synced       bool
 	subs         map[*Subscription]struct{}
 }
+
+type clusterKey struct{ namespace, cluster string }
 
 type event struct {
 	typ string
@@ -55,9 +60,10 @@ var _ cache.ReflectorStore = &Broker{}
 func NewBroker(apiVersion, kind string, clusterOf ClusterOf, historySize int) *Broker {
 	return &Broker{
 		apiVersion: apiVersion, kind: kind, clusterOf: clusterOf,
-		objects: map[string]map[string]*Object{},
-		history: make([]event, max(historySize, 1)),
-		subs:    map[*Subscription]struct{}{},
+		objects:   map[string]map[string]*Object{},
+		byCluster: map[clusterKey]map[string]*Object{},
+		history:   make([]event, max(historySize, 1)),
+		subs:      map[*Subscription]struct{}{},
 	}
 }
 
@@ -141,6 +147,12 @@ func (b *Broker) Replace(items []any, resourceVersion string) error {
 		}
 	}
 	b.objects = fresh
+	clear(b.byCluster)
+	for _, objs := range fresh {
+		for _, o := range objs {
+			b.index(o)
+		}
+	}
 	b.head, b.size = 0, 0
 	b.historyStart = b.latest
 	b.synced = true
@@ -161,24 +173,40 @@ func (b *Broker) apply(typ string, item any) error {
 	b.latest = max(b.latest, o.rv)
 	ev := event{typ, o, b.latest}
 	ns := b.objects[o.Namespace]
+	if old := ns[o.Name]; old != nil {
+		b.unindex(old)
+		b.count--
+	}
 	if typ == protocol.Deleted {
-		if ns[o.Name] != nil {
-			b.count--
-		}
 		delete(ns, o.Name)
 	} else {
 		if ns == nil {
 			ns = map[string]*Object{}
 			b.objects[o.Namespace] = ns
 		}
-		if ns[o.Name] == nil {
-			b.count++
-		}
 		ns[o.Name] = o
+		b.index(o)
+		b.count++
 	}
 	b.record(ev)
 	b.publish(ev)
 	return nil
+}
+
+func (b *Broker) index(o *Object) {
+	k := clusterKey{o.Namespace, o.Cluster}
+	if b.byCluster[k] == nil {
+		b.byCluster[k] = map[string]*Object{}
+	}
+	b.byCluster[k][o.Name] = o
+}
+
+func (b *Broker) unindex(o *Object) {
+	k := clusterKey{o.Namespace, o.Cluster}
+	delete(b.byCluster[k], o.Name)
+	if len(b.byCluster[k]) == 0 {
+		delete(b.byCluster, k)
+	}
 }
 
 func (b *Broker) record(ev event) {
@@ -270,9 +298,14 @@ func (b *Broker) listLocked(f Filter) []*Object {
 			}
 		}
 	}
-	if f.Namespace != "" {
+	switch {
+	case f.Namespace != "" && len(f.Clusters) > 0:
+		for c := range f.Clusters {
+			add(b.byCluster[clusterKey{f.Namespace, c}])
+		}
+	case f.Namespace != "":
 		add(b.objects[f.Namespace])
-	} else {
+	default:
 		out = make([]*Object, 0, b.count)
 		for _, objs := range b.objects {
 			add(objs)

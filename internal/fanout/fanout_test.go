@@ -135,6 +135,19 @@ func TestBrokerInitialStateAndChanges(t *testing.T) {
 	if objs, rv := b.List(Filter{}); len(objs) != 3 || rv != "23" || objs[0].Name != "c1.n1" || objs[2].Namespace != "y" {
 		t.Errorf("List = %d objects at %s", len(objs), rv)
 	}
+	if objs, _ := b.List(Filter{Namespace: "x", Clusters: map[string]bool{"c1": true}}); len(objs) != 1 || objs[0].Name != "c1.n1" {
+		t.Errorf("List by cluster = %v", objs)
+	}
+	// An object that moves to another cluster leaves the first one's index.
+	moved := snap("y", "c1", "n8", "24")
+	moved.SetLabels(map[string]string{"fleet.nodemirror.io/cluster": "c3"})
+	_ = b.Update(moved)
+	if objs, _ := b.List(Filter{Namespace: "y", Clusters: map[string]bool{"c1": true}}); len(objs) != 1 || objs[0].Name != "c1.n9" {
+		t.Errorf("List by cluster after a move = %d objects", len(objs))
+	}
+	if objs, _ := b.List(Filter{Namespace: "y", Clusters: map[string]bool{"c3": true}}); len(objs) != 1 {
+		t.Errorf("List of the new cluster = %d objects", len(objs))
+	}
 	_ = b.Bookmark("30")
 	if got := drain(t, out); strings.Join(got, ",") != "BOOKMARK @30" {
 		t.Errorf("bookmark %v", got)

@@ -30,6 +30,8 @@ const (
 	// CloseResume: the client fell too far behind; reconnect and
 	// subscribe again with the last resourceVersion it stored.
 	CloseResume = 4000
+	// CloseUnauthorized: the hub no longer accepts the token; sign in again.
+	CloseUnauthorized = 4001
 )
 
 // Kinds a client can subscribe to.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"sync"
 
@@ -15,14 +16,18 @@ import (
 	"github.com/nodemirror/nodemirror/internal/protocol"
 )
 
-// client is one websocket connection. Only its reader touches subs; the
-// writer only drains the outbox.
+// client is one websocket connection: a reader that handles requests, a
+// writer that drains the outbox, a pinger, and a reviewer that checks now
+// and then that the token and the access it was given still hold.
 type client struct {
-	s    *Server
-	ws   *websocket.Conn
-	user *User
-	log  logr.Logger
-	out  *fanout.Outbox
+	s     *Server
+	ws    *websocket.Conn
+	user  *User
+	token string
+	log   logr.Logger
+	out   *fanout.Outbox
+
+	mu   sync.Mutex // guards subs: the reader and the reviewer change them
 	subs map[string]*subscription
 }
 
@@ -36,16 +41,22 @@ func (c *client) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
+		c.mu.Lock()
 		for _, s := range c.subs {
 			s.kind.broker.Unsubscribe(s.sub)
 		}
 		c.s.metrics.subscriptions.Sub(float64(len(c.subs)))
+		c.subs = nil
+		c.mu.Unlock()
 		c.out.Close()
 		wg.Wait()
 		_ = c.ws.CloseNow()
 	}()
 	wg.Go(func() { c.writeLoop(ctx, cancel) })
 	wg.Go(func() { c.pingLoop(ctx, cancel) })
+	if !c.s.opts.InsecureNoAuth {
+		wg.Go(func() { c.reviewLoop(ctx, cancel) })
+	}
 	c.readLoop(ctx)
 }
 
@@ -76,6 +87,8 @@ func (c *client) handle(ctx context.Context, data []byte) {
 		c.out.PushError(id, status)
 		return
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	switch m.Type {
 	case protocol.TypeUnsubscribe:
 		s, ok := c.subs[m.ID]
@@ -158,6 +171,51 @@ func (c *client) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 				return
 			}
 			c.s.metrics.sent.Inc()
+		}
+	}
+}
+
+// reviewLoop asks again, every ReviewInterval, whether the token is still
+// valid and each subscription still allowed (through the same brief cache),
+// so that a revoked token or RoleBinding ends the stream it granted.
+func (c *client) reviewLoop(ctx context.Context, cancel context.CancelFunc) {
+	ticker := c.s.clock.NewTicker(c.s.opts.ReviewInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C():
+		}
+		u, err := c.s.auth.Authenticate(ctx, c.token)
+		if err != nil {
+			continue // the hub is unreachable: keep serving what was granted
+		}
+		if u == nil {
+			c.s.metrics.authDenials.WithLabelValues("unauthenticated").Inc()
+			c.log.Info("Token no longer valid; closing")
+			_ = c.ws.Close(protocol.CloseUnauthorized, "the hub no longer accepts this token: sign in again")
+			cancel()
+			return
+		}
+		c.mu.Lock()
+		subs := maps.Clone(c.subs)
+		c.mu.Unlock()
+		for id, s := range subs {
+			allowed, reason, err := c.s.auth.Allowed(ctx, c.user, s.kind.resource, s.sub.Filter.Namespace)
+			if err != nil || allowed {
+				continue
+			}
+			c.mu.Lock()
+			if c.subs[id] == s {
+				s.kind.broker.Unsubscribe(s.sub)
+				delete(c.subs, id)
+				c.s.metrics.subscriptions.Dec()
+				c.s.metrics.authDenials.WithLabelValues("forbidden").Inc()
+				c.out.PushError(id, protocol.NewStatus(http.StatusForbidden, metav1.StatusReasonForbidden,
+					"access revoked, subscription ended: "+forbiddenMessage(c.user, s.kind.resource, s.sub.Filter.Namespace, reason)))
+			}
+			c.mu.Unlock()
 		}
 	}
 }

@@ -49,6 +49,9 @@ type Options struct {
 	WriteTimeout time.Duration
 	// AuthCacheTTL is how long token and access reviews are reused (10s).
 	AuthCacheTTL time.Duration
+	// ReviewInterval is how often an open connection's token and
+	// subscriptions are checked again (1m).
+	ReviewInterval time.Duration
 	// Registerer receives the sidecar's metrics; nil registers none.
 	Registerer prometheus.Registerer
 	// Gatherer is served on /metrics; nil serves nothing there.
@@ -78,6 +81,9 @@ func (o *Options) defaults() {
 	}
 	if o.AuthCacheTTL <= 0 {
 		o.AuthCacheTTL = 10 * time.Second
+	}
+	if o.ReviewInterval <= 0 {
+		o.ReviewInterval = time.Minute
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
@@ -228,7 +234,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	s.metrics.clients.Inc()
 	defer s.metrics.clients.Dec()
 	c := &client{
-		s: s, ws: ws, user: u, log: s.log.WithValues("user", u.Name, "remote", r.RemoteAddr),
+		s: s, ws: ws, user: u, token: bearerToken(r), log: s.log.WithValues("user", u.Name, "remote", r.RemoteAddr),
 		out:  fanout.NewOutbox(s.opts.OutboxLimit, s.metrics.conflated.Inc),
 		subs: map[string]*subscription{},
 	}

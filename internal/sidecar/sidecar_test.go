@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -517,5 +519,44 @@ func TestHTTPReads(t *testing.T) {
 	}
 	if code, body := get("/api/v1/whoami", aliceToken); code != http.StatusOK || !strings.Contains(string(body), "system:serviceaccount:team-a:alice") {
 		t.Errorf("whoami: %d %s", code, body)
+	}
+}
+
+func TestRevokedAccessEndsTheStream(t *testing.T) {
+	mustCreate(t, framework.NewSnapshot("team-a", "revoke", "n1"))
+	ts := startSidecar(t, sidecar.Options{AuthCacheTTL: 100 * time.Millisecond, ReviewInterval: 200 * time.Millisecond})
+	ctx := context.Background()
+	// bob may list in team-a through his own RoleBinding, which is revoked.
+	mustCreate(t,
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "bob"}},
+		&rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "bob-views"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "fleet-viewer"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "team-a", Name: "bob"}},
+		})
+	bob, err := token(ctx, "team-a", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, ts, bob, viaHeader)
+	c.send(subscribe("s", "team-a", "revoke"))
+	c.untilBookmark("s")
+
+	if err := hub.Delete(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "bob-views"}}); err != nil {
+		t.Fatal(err)
+	}
+	e := c.mustNext()
+	if e.Sub != "s" || e.Type != protocol.Error || e.Code != http.StatusForbidden {
+		t.Fatalf("after the RoleBinding went: %+v, want a 403 ERROR ending the subscription", e)
+	}
+	setLabel(t, "team-a", "revoke.n1", "after", "revocation")
+	c.quiet(500 * time.Millisecond)
+
+	// Deleting the ServiceAccount invalidates its token: the connection closes.
+	if err := hub.Delete(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "bob"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.next(10 * time.Second); websocket.CloseStatus(err) != protocol.CloseUnauthorized {
+		t.Fatalf("after the token went: want close %d, got %v", protocol.CloseUnauthorized, err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -204,9 +205,45 @@ func (e *env) waitClustersReady(ctx context.Context) error {
 	}
 }
 
-// shrinkToOneCluster deletes all clusters but the first and measures the
-// operator's heap per node with one cluster left.
-func (e *env) shrinkToOneCluster(ctx context.Context, res *results) error {
+// memoryAtOneCluster mirrors the first cluster alone, from nothing, and
+// measures the operator's heap per node; then removes it again, so that the
+// initial mirror starts from nothing too.
+func (e *env) memoryAtOneCluster(ctx context.Context, res *results) error {
+	mc := e.cluster(clusterName(0, 0), 0, "0")
+	if err := e.hub.Create(ctx, mc); err != nil {
+		return err
+	}
+	if err := e.waitSnapshots(ctx, "bench", "", e.sz.NodesPerCluster, 5*time.Minute); err != nil {
+		return err
+	}
+	if err := e.waitClustersReady(ctx); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second)
+	h, err := e.operator.heap()
+	if err != nil {
+		return err
+	}
+	res.Memory.OperatorBytesPerNode1k = math.Round((float64(h.HeapAlloc) - e.operatorBase) / float64(e.sz.NodesPerCluster))
+	e.log("  operator heap: %.0f B per node with one cluster of %d", res.Memory.OperatorBytesPerNode1k, e.sz.NodesPerCluster)
+	if err := e.hub.Delete(ctx, mc); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		err := e.hub.Get(ctx, client.ObjectKeyFromObject(mc), &fleetv1.ManagedCluster{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ManagedCluster %s still there a minute after its deletion", mc.Name)
+		}
+	}
+	return e.waitSnapshots(ctx, "bench", "", 0, time.Minute)
+}
+
+// shrinkToOneCluster deletes all clusters but the first, so that the
+// write and latency measurements see one cluster's traffic only.
+func (e *env) shrinkToOneCluster(ctx context.Context, _ *results) error {
 	for m := range e.sz.Members {
 		for s := range e.sz.ClustersPerMember {
 			if m == 0 && s == 0 {
@@ -217,16 +254,7 @@ func (e *env) shrinkToOneCluster(ctx context.Context, res *results) error {
 			}
 		}
 	}
-	if err := e.waitSnapshots(ctx, "bench", "", e.sz.NodesPerCluster, 5*time.Minute); err != nil {
-		return err
-	}
-	time.Sleep(2 * time.Second)
-	h, err := e.operator.heap()
-	if err != nil {
-		return err
-	}
-	res.Memory.OperatorBytesPerNode1k = math.Round((float64(h.HeapAlloc) - e.operatorBase) / float64(e.sz.NodesPerCluster))
-	return nil
+	return e.waitSnapshots(ctx, "bench", "", e.sz.NodesPerCluster, 5*time.Minute)
 }
 
 // reads compares listing snapshots from the sidecar's cache with listing

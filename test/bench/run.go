@@ -103,9 +103,10 @@ func run(ctx context.Context, sz sizes, log func(string, ...any)) (*results, err
 		fn   func(context.Context, *results) error
 	}{
 		{"member nodes", e.createNodes},
+		{"memory at one cluster", e.memoryAtOneCluster},
 		{"initial mirror", e.initialMirror},
 		{"reads", e.reads},
-		{"memory at 1k", e.shrinkToOneCluster},
+		{"back to one cluster", e.shrinkToOneCluster},
 		{"write amplification", e.writeAmplification},
 		{"propagation latency", e.latency},
 		{"fan-out", e.fanout},

@@ -212,6 +212,14 @@ function start(token) {
     onState: setConn,
     onReset: (id) => (id === "nodes" ? state.nodes : state.clusters).clear(),
     onError: (id, status) => notice(`${id || "request"}: ${status.message} (${status.code} ${status.reason})`),
+    onUnauthorized: () => {
+      sessionStorage.removeItem("nodemirror.token");
+      $("app").hidden = true;
+      $("auth").hidden = false;
+      $("auth-error").textContent = "The hub no longer accepts your token. Sign in again.";
+      setConn("offline");
+      $("conn-text").textContent = "signed out";
+    },
     onChange: (id, type, obj) => {
       const map = id === "nodes" ? state.nodes : state.clusters;
       const key = keyOf(obj);

@@ -5,6 +5,7 @@
 const SUBPROTOCOL = "nodemirror.fleet.v1";
 const BEARER_PREFIX = "base64url.bearer.authorization.k8s.io.";
 const CLOSE_RESUME = 4000;
+const CLOSE_UNAUTHORIZED = 4001;
 
 function base64url(s) {
   const bytes = new TextEncoder().encode(s);
@@ -17,8 +18,8 @@ export class Stream {
   // onChange(subID, type, object) for every object event; onState(state,
   // detail) when the connection state changes: "connecting", "live",
   // "reconnecting" (detail: seconds), "offline"; onError(subID, status).
-  constructor({ url, token, onChange, onState, onError, onReset }) {
-    Object.assign(this, { url, token, onChange, onState, onError, onReset });
+  constructor({ url, token, onChange, onState, onError, onReset, onUnauthorized }) {
+    Object.assign(this, { url, token, onChange, onState, onError, onReset, onUnauthorized });
     this.subs = new Map(); // id → {message, resourceVersion, synced}
     this.attempt = 0;
     this.closed = false;
@@ -56,6 +57,12 @@ export class Stream {
     ws.onmessage = (m) => this.receive(JSON.parse(m.data));
     ws.onclose = (e) => {
       if (this.ws !== ws || this.closed) return;
+      if (e.code === CLOSE_UNAUTHORIZED) {
+        // The hub no longer accepts the token: retrying cannot help.
+        this.closed = true;
+        this.onUnauthorized();
+        return;
+      }
       // 4000: we fell behind; resume at once. Anything else: back off.
       this.connectSoon(e.code === CLOSE_RESUME ? 0 : this.backoff());
     };
