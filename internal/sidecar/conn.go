@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/go-logr/logr"
@@ -149,29 +150,59 @@ func (c *client) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 			return
 		case <-c.out.Ready():
 		}
-		for {
-			it, overflow := c.out.Pop()
-			if overflow {
-				c.s.metrics.slowCloses.Inc()
-				c.log.Info("Closing a client that fell too far behind", "user", c.user.Name)
-				_ = c.ws.Close(protocol.CloseResume, "too far behind: reconnect and resume from your last resourceVersion")
-				return
-			}
-			if it == nil {
-				break
-			}
-			wctx, done := context.WithTimeout(ctx, c.s.opts.WriteTimeout)
-			buf = it.AppendEncoded(buf[:0])
-			err := c.ws.Write(wctx, websocket.MessageText, buf)
-			done()
-			if err != nil {
-				if !errors.Is(err, context.Canceled) {
-					c.log.V(1).Info("Cannot write to client; closing", "err", err)
-				}
-				return
-			}
-			c.s.metrics.sent.Inc()
+		if !c.drain(ctx, &buf) {
+			return
 		}
+	}
+}
+
+// drain writes everything pending. Every message must be written within
+// WriteTimeout; the deadline is renewed per message only once half of it
+// is spent, since a timer per message costs more than the write.
+func (c *client) drain(ctx context.Context, buf *[]byte) bool {
+	var wd writeDeadline
+	defer wd.stop()
+	for {
+		it, overflow := c.out.Pop()
+		if overflow {
+			c.s.metrics.slowCloses.Inc()
+			c.log.Info("Closing a client that fell too far behind", "user", c.user.Name)
+			_ = c.ws.Close(protocol.CloseResume, "too far behind: reconnect and resume from your last resourceVersion")
+			return false
+		}
+		if it == nil {
+			return true
+		}
+		if now := c.s.clock.Now(); wd.ctx == nil || wd.at.Sub(now) < c.s.opts.WriteTimeout/2 {
+			wd.renew(ctx, now.Add(c.s.opts.WriteTimeout))
+		}
+		*buf = it.AppendEncoded((*buf)[:0])
+		if err := c.ws.Write(wd.ctx, websocket.MessageText, *buf); err != nil {
+			if !errors.Is(err, context.Canceled) {
+				c.log.V(1).Info("Cannot write to client; closing", "err", err)
+			}
+			return false
+		}
+		c.s.metrics.sent.Inc()
+	}
+}
+
+// writeDeadline is a context with a deadline that drain renews.
+type writeDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	at     time.Time
+}
+
+func (d *writeDeadline) renew(parent context.Context, at time.Time) {
+	d.stop()
+	d.at = at
+	d.ctx, d.cancel = context.WithDeadline(parent, at)
+}
+
+func (d *writeDeadline) stop() {
+	if d.cancel != nil {
+		d.cancel()
 	}
 }
 

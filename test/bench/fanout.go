@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +27,25 @@ type fanoutRun struct {
 	Expected   int     `json:"expectedDeliveries"`
 	Delivery   dist    `json:"delivery"`
 	Achieved   float64 `json:"achievedChangesPerSecond"`
+	// SidecarCores is the sidecar's CPU use while it delivered, in cores.
+	SidecarCores float64 `json:"sidecarCores"`
+}
+
+// processCPU is the CPU time, in seconds, a process has used so far.
+func processCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses: utime is the
+	// 12th and stime the 13th, in clock ticks (100 per second on Linux).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100
 }
 
 // fanout measures the sidecar alone: hub NodeSnapshot changes at a fixed
@@ -93,24 +114,39 @@ func (e *env) fanout(ctx context.Context, res *results) error {
 		}
 		total := e.sz.FanoutRate * int(e.sz.FanoutDuration/time.Second)
 		first := seq
+		cpu0 := processCPU(e.sidecar.cmd.Process.Pid)
 		start := time.Now()
-		tick := time.NewTicker(time.Second / time.Duration(e.sz.FanoutRate))
-		for i := range total {
-			<-tick.C
-			seq++
-			s := &fleetv1.NodeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: "fanout", Name: fmt.Sprintf("fan.node-%d", i%e.sz.FanoutObjects)}}
-			patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:%q}}}`, seqLabel, strconv.Itoa(seq))
-			mu.Lock()
-			sent[seq] = time.Now()
-			mu.Unlock()
-			if err := e.hub.Patch(ctx, s, client.RawPatch("application/merge-patch+json", patch)); err != nil {
-				tick.Stop()
-				stopReaders()
-				return err
+		// Changes are paced by a ticker and sent by a few workers, so that
+		// one slow request does not hold back the rate.
+		tokens := make(chan int, total)
+		go func() {
+			tick := time.NewTicker(time.Second / time.Duration(e.sz.FanoutRate))
+			defer tick.Stop()
+			for i := range total {
+				<-tick.C
+				tokens <- i
 			}
+			close(tokens)
+		}()
+		if err := parallel(ctx, total, 8, func(ctx context.Context, _ int) error {
+			i, ok := <-tokens
+			if !ok {
+				return nil
+			}
+			mu.Lock()
+			seq++
+			mine := seq
+			sent[mine] = time.Now()
+			mu.Unlock()
+			s := &fleetv1.NodeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: "fanout", Name: fmt.Sprintf("fan.node-%d", i%e.sz.FanoutObjects)}}
+			patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:%q}}}`, seqLabel, strconv.Itoa(mine))
+			return e.hub.Patch(ctx, s, client.RawPatch("application/merge-patch+json", patch))
+		}); err != nil {
+			stopReaders()
+			return err
 		}
-		tick.Stop()
 		elapsed := time.Since(start)
+		cpu := (processCPU(e.sidecar.cmd.Process.Pid) - cpu0) / elapsed.Seconds()
 		expected := total * clients
 		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			mu.Lock()
@@ -126,9 +162,9 @@ func (e *env) fanout(ctx context.Context, res *results) error {
 		}
 		wg.Wait()
 		r := fanoutRun{Clients: clients, Changes: seq - first, Rate: e.sz.FanoutRate, Deliveries: deliveries, Expected: expected, Delivery: summarize(lat),
-			Achieved: math.Round(float64(total)/elapsed.Seconds()*10) / 10}
+			Achieved: math.Round(float64(total)/elapsed.Seconds()*10) / 10, SidecarCores: math.Round(cpu*100) / 100}
 		res.Fanout = append(res.Fanout, r)
-		e.log("  %d clients: %d/%d deliveries, p50 %.1fms p99 %.1fms", clients, deliveries, expected, r.Delivery.P50, r.Delivery.P99)
+		e.log("  %d clients: %d/%d deliveries, p50 %.1fms p99 %.1fms; sidecar used %.2f cores", clients, deliveries, expected, r.Delivery.P50, r.Delivery.P99, r.SidecarCores)
 	}
 	req := e.sidecar.requests()
 	res.FanoutWatch = map[string]int{"nodesnapshots": req.SnapshotWatch, "managedclusters": req.ClusterWatch}
