@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -68,7 +69,23 @@ func main() {
 	out := flag.String("out", filepath.Join(framework.RepoRoot(), "bench"), "Directory for the results files.")
 	readme := flag.Bool("readme", true, "Update the benchmark summary in README.md.")
 	small := flag.Bool("quick", false, "Run the quick variant (as make test does).")
+	from := flag.String("render", "", "Do not measure: render the results files and README summary from this results JSON.")
 	flag.Parse()
+	if *from != "" {
+		raw, err := os.ReadFile(*from)
+		var res results
+		if err == nil {
+			err = json.Unmarshal(raw, &res)
+		}
+		if err == nil {
+			err = writeResults(&res, *out, *readme)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	sz := full

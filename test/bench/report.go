@@ -86,13 +86,17 @@ func summary(r *results, file string) string {
 	fmt.Fprintf(&b, "| NodeSnapshot JSON size | median %s, p99 %s | full Node: median %s, p99 %s | median ≤ 1.5 KB: %s |\n", kb(float64(mem.SnapshotJSONMedian)), kb(float64(mem.SnapshotJSONP99)), kb(float64(mem.NodeJSONMedian)), kb(float64(mem.NodeJSONP99)), check(mem.SnapshotJSONMedian <= 1536))
 	for _, f := range r.Fanout {
 		target := "—"
-		if f.Clients == 1000 {
+		if f.Clients == r.Sizes.FanoutClients[len(r.Sizes.FanoutClients)-1] && f.Clients >= 1000 {
 			target = fmt.Sprintf("p99 ≤ 100 ms: %s", check(f.Delivery.P99 <= 100 && f.Deliveries == f.Expected))
 		}
 		fmt.Fprintf(&b, "| fan-out to %d clients at %d changes/s (achieved %.0f) | p50 %.1f ms, p99 %.1f ms (%d/%d delivered; sidecar CPU %.2f cores) | hub watches open: %d + %d | %s |\n", f.Clients, f.Rate, f.Achieved, f.Delivery.P50, f.Delivery.P99, f.Deliveries, f.Expected, f.SidecarCores, r.FanoutWatch["nodesnapshots"], r.FanoutWatch["managedclusters"], target)
 	}
-	for _, rd := range r.Reads {
-		fmt.Fprintf(&b, "| HTTP list of %s | sidecar p50 %.1f ms, p99 %.1f ms | hub API server p50 %.1f ms, p99 %.1f ms (×%.1f) | < 5 ms at 1,000: %s |\n", rd.What, rd.Sidecar.P50, rd.Sidecar.P99, rd.Hub.P50, rd.Hub.P99, rd.Speedup, check(rd.Sidecar.P50 < 5 || !strings.HasPrefix(rd.What, "1000 ")))
+	for i, rd := range r.Reads {
+		target := "—"
+		if i == 0 {
+			target = "p50 < 5 ms: " + check(rd.Sidecar.P50 < 5)
+		}
+		fmt.Fprintf(&b, "| HTTP list of %s | sidecar p50 %.1f ms, p99 %.1f ms | hub API server p50 %.1f ms, p99 %.1f ms (×%.1f) | %s |\n", rd.What, rd.Sidecar.P50, rd.Sidecar.P99, rd.Hub.P50, rd.Hub.P99, rd.Speedup, target)
 	}
 	return b.String()
 }
