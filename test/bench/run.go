@@ -183,6 +183,7 @@ func setup(ctx context.Context, sz sizes, log func(string, ...any)) (_ *env, cle
 		return nil, nil, err
 	}
 	undo = append(undo, e.sidecar.stop)
+	log("operator and sidecar running; /heap, /requests and /debug/pprof/ on %s and %s", e.operator.debug, e.sidecar.debug)
 	for _, ns := range []string{"bench", "ceiling", "fanout", "fanout-idle"} {
 		if err := e.hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return nil, nil, err
