@@ -113,40 +113,9 @@ func TestOperatorBinaryWithKubectl(t *testing.T) {
 		}
 	}
 
-	operator := filepath.Join(dir, "nodemirror-operator")
-	build := exec.Command("go", "build", "-o", operator, "./cmd/operator")
-	build.Dir = framework.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	metricsAddr, probeAddr := freePort(t), freePort(t)
-	var logs bytes.Buffer
-	cmd := exec.Command(operator, "--kubeconfig", hubKubeconfig, "--leader-elect", "--leader-election-namespace", "default",
+	operator := startBinary(t, dir, "operator", "http://"+probeAddr+"/readyz", "--kubeconfig", hubKubeconfig, "--leader-elect", "--leader-election-namespace", "default",
 		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", probeAddr, "--member-probe-interval", "500ms")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("operator log:\n%s", logs.String())
-		}
-	})
-
-	eventually(t, 30*time.Second, func() string {
-		resp, err := http.Get("http://" + probeAddr + "/readyz")
-		if err != nil {
-			return err.Error()
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return resp.Status
-		}
-		return ""
-	})
 
 	k.must("", "create", "namespace", "fleet")
 	k.must("", "-n", "fleet", "create", "secret", "generic", "edge-kubeconfig", "--from-file=kubeconfig="+memberKubeconfig)
@@ -229,17 +198,7 @@ spec:
 		t.Errorf("snapshots left after delete:\n%s", out)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("operator exited with %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Error("operator did not stop within 20s of SIGTERM")
-	}
+	operator.stop()
 }
 
 // testSidecarBinary runs the sidecar binary against the hub and reads the
@@ -251,38 +210,8 @@ func testSidecarBinary(t *testing.T, hub, member kubectl, hubKubeconfig, dir str
 	hub.must("", "-n", "fleet", "create", "rolebinding", "viewer", "--clusterrole=nodemirror-viewer", "--serviceaccount=fleet:viewer")
 	token := strings.TrimSpace(hub.must("", "-n", "fleet", "create", "token", "viewer"))
 
-	bin := filepath.Join(dir, "nodemirror-sidecar")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/sidecar")
-	build.Dir = framework.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	addr := freePort(t)
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "--kubeconfig", hubKubeconfig, "--bind-address", addr)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("sidecar log:\n%s", logs.String())
-		}
-	}()
-	eventually(t, 30*time.Second, func() string {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return err.Error()
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return resp.Status
-		}
-		return ""
-	})
+	sidecar := startBinary(t, dir, "sidecar", "http://"+addr+"/readyz", "--kubeconfig", hubKubeconfig, "--bind-address", addr)
 
 	get := func(path string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
@@ -342,15 +271,66 @@ func testSidecarBinary(t *testing.T, hub, member kubectl, hubKubeconfig, dir str
 		}
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	sidecar.stop()
+}
+
+// process is one of the project's binaries, built and run for a test.
+type process struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	logs   bytes.Buffer
+	exited chan error
+}
+
+// startBinary builds ./cmd/<name> into dir, starts it with args, and waits
+// until readyURL answers 200. Its log is shown if the test fails.
+func startBinary(t *testing.T, dir, name, readyURL string, args ...string) *process {
+	t.Helper()
+	bin := filepath.Join(dir, "nodemirror-"+name)
+	build := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
+	build.Dir = framework.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", name, err, out)
+	}
+	p := &process{t: t, name: name, cmd: exec.Command(bin, args...), exited: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-exited:
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, p.logs.String())
+		}
+	})
+	eventually(t, 30*time.Second, func() string {
+		resp, err := http.Get(readyURL)
 		if err != nil {
-			t.Errorf("sidecar exited with %v", err)
+			return err.Error()
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return name + ": " + resp.Status
+		}
+		return ""
+	})
+	return p
+}
+
+// stop sends SIGTERM and expects a clean exit within 20 s.
+func (p *process) stop() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			p.t.Errorf("%s exited with %v", p.name, err)
 		}
 	case <-time.After(20 * time.Second):
-		t.Error("sidecar did not stop within 20s of SIGTERM")
+		p.t.Errorf("%s did not stop within 20s of SIGTERM", p.name)
 	}
 }
