@@ -14,7 +14,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/go-logr/logr/testr"
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -44,8 +46,13 @@ func chromium(t *testing.T) string {
 // runSidecar serves a demo-mode sidecar on addr until the returned stop is
 // called.
 func runSidecar(t *testing.T, hub *rest.Config, addr string) (stop func()) {
+	return runSidecarWith(t, hub, addr, sidecar.Options{InsecureNoAuth: true})
+}
+
+func runSidecarWith(t *testing.T, hub *rest.Config, addr string, opts sidecar.Options) (stop func()) {
 	t.Helper()
-	s, err := sidecar.New(hub, sidecar.Options{InsecureNoAuth: true, Log: testr.New(t)})
+	opts.Log = testr.New(t)
+	s, err := sidecar.New(hub, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +224,67 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	saveScreenshot(t, shot)
+
+	t.Run("sign in with a hub token", func(t *testing.T) {
+		testSignIn(t, bctx, cfgs[0], hub, waitJS)
+	})
+}
+
+// testSignIn serves the same hub from a sidecar that enforces the hub's
+// RBAC: the UI asks for a token, keeps it for the tab, and shows what a
+// viewer of the "fleet" namespace may see.
+func testSignIn(t *testing.T, bctx context.Context, hubCfg *rest.Config, hub client.Client, waitJS func(string, string, time.Duration) time.Duration) {
+	ctx := context.Background()
+	for _, o := range []client.Object{
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "viewer"}},
+		&rbacv1.Role{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "viewer"},
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{fleetv1.GroupVersion.Group}, Resources: []string{"nodesnapshots", "managedclusters"}, Verbs: []string{"get", "list", "watch"}}},
+		},
+		&rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "viewer"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "viewer"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "fleet", Name: "viewer"}},
+		},
+	} {
+		if err := hub.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := kubernetes.NewForConfigOrDie(hubCfg).CoreV1().ServiceAccounts("fleet").CreateToken(ctx, "viewer",
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	stop := runSidecarWith(t, hubCfg, addr, sidecar.Options{})
+	defer stop()
+
+	if err := chromedp.Do(bctx, chromedp.Navigate("http://"+addr+"/")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("the sign-in form", `!document.getElementById("auth").hidden`, 10*time.Second)
+	if err := chromedp.Do(bctx, chromedp.SendKeys("#token", "not-a-token"), chromedp.Click("#auth-form button")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("a refused token is said so", `document.getElementById("auth-error").innerText.includes("does not accept")`, 10*time.Second)
+	if err := chromedp.Do(bctx, chromedp.SetValue("#token", tr.Status.Token), chromedp.Click("#auth-form button")); err != nil {
+		t.Fatal(err)
+	}
+	// All namespaces are not this viewer's to list: the UI says so.
+	waitJS("all namespaces refused", `!document.getElementById("notice").hidden && document.getElementById("notice").innerText.includes("403")`, 10*time.Second)
+	if err := chromedp.Do(bctx, chromedp.SetValue("#namespace", "fleet"), chromedp.Click("#scope button")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("the fleet namespace, live", `document.getElementById("conn").dataset.state === "live" && document.querySelectorAll("#rows tr.row").length === 11`, 20*time.Second)
+	if got, err := chromedp.Run(bctx, chromedp.Evaluate[string](`sessionStorage.getItem("nodemirror.token")`)); err != nil || got != tr.Status.Token {
+		t.Errorf("the token is not kept in session storage: %v", err)
+	}
 }
 
 func saveScreenshot(t *testing.T, png []byte) {
