@@ -228,6 +228,41 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 	t.Run("sign in with a hub token", func(t *testing.T) {
 		testSignIn(t, bctx, cfgs[0], hub, waitJS)
 	})
+	t.Run("5000 rows", func(t *testing.T) {
+		testManyRows(t, bctx, hub, addr, waitJS)
+	})
+}
+
+// testManyRows loads 5,000 snapshots and checks that the page shows them
+// one page at a time, that the counts are right and that filtering works;
+// it logs how long the browser took (no timing is asserted).
+func testManyRows(t *testing.T, bctx context.Context, hub client.Client, addr string, waitJS func(string, string, time.Duration) time.Duration) {
+	ctx := context.Background()
+	if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "many"}}); err != nil {
+		t.Fatal(err)
+	}
+	const clusters, perCluster = 5, 1000
+	start := time.Now()
+	for c := range clusters {
+		if err := framework.CreateSnapshots(ctx, hub, "many", fmt.Sprintf("big%d", c), perCluster); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("created %d snapshots in %s", clusters*perCluster, time.Since(start).Round(time.Millisecond))
+	if err := chromedp.Do(bctx, chromedp.Navigate("http://"+addr+"/")); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(bctx, chromedp.SetValue("#namespace", "many"), chromedp.Click("#scope button")); err != nil {
+		t.Fatal(err)
+	}
+	took := waitJS("5000 nodes counted, one page shown", `document.getElementById("node-count").innerText === "(5000)" && document.querySelectorAll("#rows tr.row").length === 100`, 30*time.Second)
+	t.Logf("5000 rows loaded and the first page shown %s after the subscription", took.Round(time.Millisecond))
+	js := `(() => { const e = document.getElementById("f-text"); e.value = "node-999"; e.dispatchEvent(new Event("input", {bubbles: true})); })()`
+	if err := chromedp.Do(bctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
+		t.Fatal(err)
+	}
+	took = waitJS("filter over 5000 rows", `document.querySelectorAll("#rows tr.row").length === 5 && document.getElementById("node-count").innerText === "(5 of 5000)"`, 10*time.Second)
+	t.Logf("a text filter over 5000 rows rendered in %s", took.Round(time.Millisecond))
 }
 
 // testSignIn serves the same hub from a sidecar that enforces the hub's

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"golang.org/x/sync/errgroup"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -28,14 +30,15 @@ func NewSnapshot(namespace, cluster, node string) *fleetv1.NodeSnapshot {
 	}
 }
 
-// CreateSnapshots creates count snapshots node-0..node-<count-1> of a cluster.
+// CreateSnapshots creates count snapshots node-0..node-<count-1> of a
+// cluster, eight at a time.
 func CreateSnapshots(ctx context.Context, c client.Client, namespace, cluster string, count int) error {
+	var g errgroup.Group
+	g.SetLimit(8)
 	for i := range count {
-		if err := c.Create(ctx, NewSnapshot(namespace, cluster, fmt.Sprintf("node-%d", i))); err != nil {
-			return err
-		}
+		g.Go(func() error { return c.Create(ctx, NewSnapshot(namespace, cluster, fmt.Sprintf("node-%d", i))) })
 	}
-	return nil
+	return g.Wait()
 }
 
 // NewManagedCluster returns a ready-looking ManagedCluster for readers' tests.
