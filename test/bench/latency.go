@@ -53,10 +53,16 @@ func (s *stamps) mark(m map[int]time.Time, seq int, t time.Time) {
 	s.mu.Unlock()
 }
 
-func (s *stamps) count(m map[int]time.Time) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(m)
+// waitClient waits until the websocket client has seen change seq.
+func (s *stamps) waitClient(seq int, timeout time.Duration) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		_, ok := s.client[seq]
+		s.mu.Unlock()
+		if ok {
+			return
+		}
+	}
 }
 
 // seqIn finds the value of the seq label in raw JSON, without decoding it
@@ -156,15 +162,7 @@ func (e *env) latency(ctx context.Context, res *results) error {
 				if err := patch(ctx, nodeName(0, 0, i%n)); err != nil {
 					return err
 				}
-				want := seq
-				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-					st.mu.Lock()
-					_, ok := st.client[want]
-					st.mu.Unlock()
-					if ok {
-						break
-					}
-				}
+				st.waitClient(seq, 5*time.Second)
 				time.Sleep(100 * time.Millisecond)
 			}
 		} else {
@@ -192,14 +190,7 @@ func (e *env) latency(ctx context.Context, res *results) error {
 		elapsed := time.Since(start)
 		last := seq
 		// Stragglers: wait until the client has them all, or 10s.
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			st.mu.Lock()
-			_, ok := st.client[last]
-			st.mu.Unlock()
-			if ok {
-				break
-			}
-		}
+		st.waitClient(last, 10*time.Second)
 		time.Sleep(500 * time.Millisecond)
 		r := latencyRun{TargetRate: rate, Sent: last - first + 1}
 		if rate > 0 {

@@ -126,12 +126,10 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 		}
 	}
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := framework.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 	stopSidecar := runSidecar(t, cfgs[0], addr)
 	defer func() { stopSidecar() }()
 
@@ -291,12 +289,10 @@ func testSignIn(t *testing.T, bctx context.Context, hubCfg *rest.Config, hub cli
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := framework.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 	stop := runSidecarWith(t, hubCfg, addr, sidecar.Options{})
 	defer stop()
 

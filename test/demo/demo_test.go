@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -40,12 +39,10 @@ func TestDemoStartsMirrorsAndStopsClean(t *testing.T) {
 }
 
 func runDemo(t *testing.T, bin, state string, run int) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := framework.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 
 	start := time.Now()
 	cmd := exec.Command(bin, "--state-dir", state, "--addr", addr, "--nodes", "5", "--change-interval", "300ms")

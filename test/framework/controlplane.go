@@ -2,6 +2,7 @@ package framework
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -105,4 +106,15 @@ func InDir(env *envtest.Environment, dir string) (*envtest.Environment, error) {
 	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: etcd}
 	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: certs}
 	return env, nil
+}
+
+// FreeAddr returns a loopback host:port that was free a moment ago, for
+// processes that must be told their address before they listen.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
