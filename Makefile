@@ -61,8 +61,18 @@ bench: testbin ## Measure against baselines on real API servers; writes bench/re
 testbin: ## Build etcd, kube-apiserver and kubectl from module sources (cached per version).
 	./hack/testbin.sh >/dev/null
 
+.PHONY: chromium
+chromium: ## Make sure Debian's Chromium is there for the browser test (installs it as root).
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's chromium for the browser test"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "the browser test needs Chromium: apt-get install chromium (or set CHROMIUM=/path/to/chrome)"; exit 1; \
+		fi; }
+
 .PHONY: test
-test: testbin lint ## Unit, envtest integration and e2e tests against real API servers.
+test: testbin chromium lint ## Unit, envtest integration, e2e, demo and browser tests against real API servers.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/testbin go test $(GO_TEST_FLAGS) ./...
 
 $(CONTROLLER_GEN):
