@@ -354,7 +354,9 @@ func TestConnectionLimitPerUser(t *testing.T) {
 }
 
 func TestDeadPeerIsClosed(t *testing.T) {
-	ts := startSidecar(t, sidecar.Options{PingInterval: 300 * time.Millisecond})
+	// Pings every second, each answered within half of it: short enough for
+	// a quick test, long enough for a loaded machine to answer in time.
+	ts := startSidecar(t, sidecar.Options{PingInterval: time.Second})
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	// This client never reads, so it never answers a ping.
@@ -364,11 +366,12 @@ func TestDeadPeerIsClosed(t *testing.T) {
 	}
 	defer conn.CloseNow()
 	waitFor(t, 5*time.Second, func() bool { return ts.metric(t, "nodemirror_sidecar_clients") == 1 }, "client counted")
-	waitFor(t, 5*time.Second, func() bool { return ts.metric(t, "nodemirror_sidecar_clients") == 0 }, "dead peer closed")
+	waitFor(t, 10*time.Second, func() bool { return ts.metric(t, "nodemirror_sidecar_clients") == 0 }, "dead peer closed")
 	live := dial(t, ts, aliceToken, viaHeader) // a reading client answers pings and stays
 	live.send(subscribe("s", "team-a", "none"))
 	live.untilBookmark("s")
-	time.Sleep(time.Second)
+	time.Sleep(3 * time.Second) // three pings
+
 	if got := ts.metric(t, "nodemirror_sidecar_clients"); got != 1 {
 		t.Fatalf("a live client was closed: clients = %v", got)
 	}
