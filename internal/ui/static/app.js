@@ -203,7 +203,7 @@ let stream;
 function start(token) {
   const ns = $("namespace").value.trim();
   sessionStorage.setItem("nodemirror.namespace", ns);
-  if (stream) { stream.closed = true; stream.ws?.close(); }
+  stream?.close();
   state.nodes.clear(); state.clusters.clear(); state.changed.clear();
   notice("");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -228,8 +228,8 @@ function start(token) {
       render();
     },
   });
-  stream.subs.set("nodes", { message: { kind: "NodeSnapshot", namespace: ns }, resourceVersion: "", synced: false });
-  stream.subs.set("clusters", { message: { kind: "ManagedCluster", namespace: ns }, resourceVersion: "", synced: false });
+  stream.subscribe("nodes", { kind: "NodeSnapshot", namespace: ns });
+  stream.subscribe("clusters", { kind: "ManagedCluster", namespace: ns });
   stream.connect();
   $("auth").hidden = true;
   $("app").hidden = false;

@@ -24,16 +24,21 @@ export class Stream {
     this.attempt = 0;
     this.closed = false;
     addEventListener("online", () => this.connectSoon(0));
-    addEventListener("offline", () => this.onState("offline"));
+    addEventListener("offline", () => { if (!this.closed) this.onState("offline"); });
   }
 
+  // subscribe adds a subscription, sent now if connected and on every
+  // (re)connect.
   subscribe(id, message) {
     this.subs.set(id, { message, resourceVersion: "", synced: false });
     this.send({ type: "subscribe", id, ...message });
   }
 
-  unsubscribe(id) {
-    if (this.subs.delete(id)) this.send({ type: "unsubscribe", id });
+  // close ends the stream for good: no reconnect follows.
+  close() {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.ws?.close();
   }
 
   send(msg) {
@@ -41,6 +46,7 @@ export class Stream {
   }
 
   connect() {
+    if (this.closed) return;
     this.onState(this.attempt === 0 ? "connecting" : "reconnecting", 0);
     const protocols = [SUBPROTOCOL];
     if (this.token) protocols.unshift(BEARER_PREFIX + base64url(this.token));
