@@ -72,10 +72,3 @@ func (s *sessions) stopAll() {
 	}
 	wg.Wait()
 }
-
-// len is the number of running sessions.
-func (s *sessions) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.m)
-}

@@ -67,9 +67,6 @@ func NewBroker(apiVersion, kind string, clusterOf ClusterOf, historySize int) *B
 	}
 }
 
-// Kind is the kind the broker holds.
-func (b *Broker) Kind() string { return b.kind }
-
 // HasSynced reports whether the first list has been stored.
 func (b *Broker) HasSynced() bool {
 	b.mu.Lock()
@@ -325,11 +322,4 @@ func (b *Broker) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.count
-}
-
-// Subscriptions is the number of registered subscriptions.
-func (b *Broker) Subscriptions() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.subs)
 }

@@ -180,9 +180,6 @@ func (s *Session) Stop() {
 	<-s.done
 }
 
-// Done is closed when the session has stopped.
-func (s *Session) Done() <-chan struct{} { return s.done }
-
 // Status reports connection, sync and a summary of the mirrored nodes.
 func (s *Session) Status() Status {
 	var st Status

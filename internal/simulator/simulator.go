@@ -214,6 +214,3 @@ func (s *Simulator) removeNode(ctx context.Context, name string) error {
 	s.opts.Log.V(1).Info("Node removed", "node", name)
 	return nil
 }
-
-// Nodes is the number of nodes currently registered.
-func (s *Simulator) Nodes() int { return len(s.nodes) }
