@@ -116,23 +116,7 @@ func (e *env) fanout(ctx context.Context, res *results) error {
 		first := seq
 		cpu0 := processCPU(e.sidecar.cmd.Process.Pid)
 		start := time.Now()
-		// Changes are paced by a ticker and sent by a few workers, so that
-		// one slow request does not hold back the rate.
-		tokens := make(chan int, total)
-		go func() {
-			tick := time.NewTicker(time.Second / time.Duration(e.sz.FanoutRate))
-			defer tick.Stop()
-			for i := range total {
-				<-tick.C
-				tokens <- i
-			}
-			close(tokens)
-		}()
-		if err := parallel(ctx, total, 8, func(ctx context.Context, _ int) error {
-			i, ok := <-tokens
-			if !ok {
-				return nil
-			}
+		if err := paced(ctx, total, e.sz.FanoutRate, 8, func(ctx context.Context, i int) error {
 			mu.Lock()
 			seq++
 			mine := seq

@@ -167,21 +167,7 @@ func (e *env) latency(ctx context.Context, res *results) error {
 			}
 		} else {
 			total := rate * int(e.sz.LatencyDuration/time.Second)
-			tokens := make(chan int, total)
-			go func() {
-				tick := time.NewTicker(time.Second / time.Duration(rate))
-				defer tick.Stop()
-				for i := range total {
-					<-tick.C
-					tokens <- i
-				}
-				close(tokens)
-			}()
-			if err := parallel(ctx, total, 32, func(ctx context.Context, _ int) error {
-				i, ok := <-tokens
-				if !ok {
-					return nil
-				}
+			if err := paced(ctx, total, rate, 32, func(ctx context.Context, i int) error {
 				return patch(ctx, nodeName(0, 0, i%n))
 			}); err != nil {
 				return err

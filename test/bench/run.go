@@ -255,6 +255,33 @@ func (e *env) cluster(name string, member int, shard string) *fleetv1.ManagedClu
 	}
 }
 
+// paced runs fn(i) for i in [0, total) at rate calls per second: a ticker
+// releases the calls and workers make them, so that one slow request does
+// not hold back the rate.
+func paced(ctx context.Context, total, rate, workers int, fn func(ctx context.Context, i int) error) error {
+	tokens := make(chan int, total)
+	go func() {
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		defer close(tokens)
+		for i := range total {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			tokens <- i
+		}
+	}()
+	return parallel(ctx, total, workers, func(ctx context.Context, _ int) error {
+		i, ok := <-tokens
+		if !ok {
+			return nil
+		}
+		return fn(ctx, i)
+	})
+}
+
 func nodeName(member, shard, i int) string { return fmt.Sprintf("m%d-s%d-n%04d", member, shard, i) }
 func clusterName(member, shard int) string { return fmt.Sprintf("c%d-%d", member, shard) }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/utils/ptr"
@@ -23,35 +24,20 @@ func (e *env) writeAmplification(ctx context.Context, res *results) error {
 	w0 := e.operator.requests().SnapshotWrites
 
 	// Every node heartbeats once per interval, spread evenly.
-	beats := make(chan string, 1024)
-	sent := 0
-	done := make(chan error, 1)
-	go func() {
-		done <- parallel(ctx, int(e.sz.HeartbeatDuration/e.sz.HeartbeatInterval)*n, 8, func(ctx context.Context, _ int) error {
-			name, ok := <-beats
-			if !ok {
-				return nil
-			}
-			return simulator.Heartbeat(ctx, cs, name)
-		})
-	}()
-	tick := time.NewTicker(e.sz.HeartbeatInterval / time.Duration(n))
-	end := time.Now().Add(e.sz.HeartbeatDuration)
-	for i := 0; time.Now().Before(end) && sent < int(e.sz.HeartbeatDuration/e.sz.HeartbeatInterval)*n; i++ {
-		<-tick.C
-		beats <- nodeName(0, 0, i%n)
-		sent++
-	}
-	tick.Stop()
-	close(beats)
-	if err := <-done; err != nil {
+	var sent atomic.Int64
+	total := int(e.sz.HeartbeatDuration/e.sz.HeartbeatInterval) * n
+	rate := int(float64(n) / e.sz.HeartbeatInterval.Seconds())
+	if err := paced(ctx, total, rate, 8, func(ctx context.Context, i int) error {
+		sent.Add(1)
+		return simulator.Heartbeat(ctx, cs, nodeName(0, 0, i%n))
+	}); err != nil {
 		return err
 	}
 	time.Sleep(3 * time.Second) // let the operator see the last ones
 	w1 := e.operator.requests().SnapshotWrites
-	res.WriteAmp.Nodes, res.WriteAmp.Heartbeats, res.WriteAmp.HeartbeatWrites = n, sent, w1-w0
-	res.WriteAmp.WritesPerHeartbeat = float64(w1-w0) / float64(sent)
-	e.log("  %d heartbeats over %s: %d hub writes", sent, e.sz.HeartbeatDuration, w1-w0)
+	res.WriteAmp.Nodes, res.WriteAmp.Heartbeats, res.WriteAmp.HeartbeatWrites = n, int(sent.Load()), w1-w0
+	res.WriteAmp.WritesPerHeartbeat = float64(w1-w0) / float64(sent.Load())
+	e.log("  %d heartbeats over %s: %d hub writes", sent.Load(), e.sz.HeartbeatDuration, w1-w0)
 
 	// Meaningful changes: some alone, some in bursts on one node.
 	want := map[string]string{}
