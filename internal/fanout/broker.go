@@ -89,7 +89,7 @@ func (b *Broker) Resync() error { return nil }
 // Bookmark advances the resume point while nothing changes, and passes it
 // on so that idle clients keep a fresh resourceVersion.
 func (b *Broker) Bookmark(resourceVersion string) error {
-	rv, err := strconv.ParseUint(resourceVersion, 10, 64)
+	rv, err := protocol.ParseResourceVersion(resourceVersion)
 	if err != nil {
 		return nil
 	}
@@ -120,7 +120,7 @@ func (b *Broker) Replace(items []any, resourceVersion string) error {
 		}
 		fresh[o.Namespace][o.Name] = o
 	}
-	rv, _ := strconv.ParseUint(resourceVersion, 10, 64)
+	rv, _ := protocol.ParseResourceVersion(resourceVersion)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.latest = max(b.latest, rv)
@@ -249,7 +249,7 @@ func (b *Broker) Subscribe(s *Subscription, resumeFrom string) {
 	defer b.mu.Unlock()
 	b.subs[s] = struct{}{}
 	if resumeFrom != "" {
-		rv, err := strconv.ParseUint(resumeFrom, 10, 64)
+		rv, err := protocol.ParseResourceVersion(resumeFrom)
 		if err == nil && rv >= b.historyStart && rv <= b.latest {
 			for i := range b.size {
 				ev := b.history[(b.head+i)%len(b.history)]

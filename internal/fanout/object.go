@@ -3,9 +3,10 @@ package fanout
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/nodemirror/nodemirror/internal/protocol"
 )
 
 // Object is one hub object as the broker holds it: encoded once and shared
@@ -39,7 +40,7 @@ func newObject(u *unstructured.Unstructured, clusterOf ClusterOf) (*Object, erro
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s/%s: %w", u.GetNamespace(), u.GetName(), err)
 	}
-	rv, _ := strconv.ParseUint(u.GetResourceVersion(), 10, 64)
+	rv, _ := protocol.ParseResourceVersion(u.GetResourceVersion())
 	return &Object{
 		Namespace:       u.GetNamespace(),
 		Name:            u.GetName(),
