@@ -13,6 +13,10 @@ const (
 	// operator can tell an unchanged node from a changed one without
 	// comparing whole objects.
 	DigestAnnotation = "fleet.nodemirror.io/digest"
+	// NodeNameAnnotation holds spec.nodeName where a metadata-only list can
+	// read it: a snapshot's name may be a hash (see NodeSnapshot), so the
+	// operator never derives the node from the name.
+	NodeNameAnnotation = "fleet.nodemirror.io/node-name"
 )
 
 // NodeSnapshotSpec names the member node a snapshot mirrors. It never changes.
@@ -39,7 +43,8 @@ type NodeSnapshotStatus struct {
 	// Annotations are the node's annotations that pass the mirror filter.
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
-	// Roles come from the node's node-role.kubernetes.io/<role> labels.
+	// Roles come from the node's node-role.kubernetes.io/<role> labels and
+	// its legacy kubernetes.io/role label, as kubectl finds them.
 	// +listType=set
 	// +optional
 	Roles []string `json:"roles,omitempty"`
@@ -75,16 +80,33 @@ type NodeSnapshotStatus struct {
 	// last mirrored. Updates that change nothing mirrored do not move it.
 	// +optional
 	SourceResourceVersion string `json:"sourceResourceVersion,omitempty"`
-	// Summary is a one-word status as `kubectl get nodes` prints it:
-	// Ready, NotReady or Unknown, with ",SchedulingDisabled" when cordoned.
+	// Columns are the node's cells of `kubectl get nodes -o wide`, worked
+	// out as kubectl works them out, for the printer columns and the UI.
 	// +optional
-	Summary string `json:"summary,omitempty"`
-	// InternalIP is the first InternalIP address, for printing.
-	// +optional
-	InternalIP string `json:"internalIP,omitempty"`
-	// RolesText is Roles joined by commas, or <none>, for printing.
-	// +optional
-	RolesText string `json:"rolesText,omitempty"`
+	Columns NodeColumns `json:"columns,omitzero"`
+}
+
+// NodeColumns are the cells `kubectl get nodes -o wide` prints for a node,
+// string for string: an empty value is printed the way kubectl prints it
+// (`<none>`, `<unknown>` or nothing), never left to the printer.
+type NodeColumns struct {
+	// Status is Ready, NotReady (the Ready condition is False or Unknown) or
+	// Unknown (no Ready condition), with ",SchedulingDisabled" when cordoned.
+	Status string `json:"status"`
+	// Roles are the node-role.kubernetes.io/<role> label names and the
+	// kubernetes.io/role label value, sorted and joined by commas, or <none>.
+	Roles string `json:"roles"`
+	// Version is the kubelet version, empty when the node reports none.
+	Version string `json:"version"`
+	// InternalIP and ExternalIP are the first address of their type, or <none>.
+	InternalIP string `json:"internalIP"`
+	ExternalIP string `json:"externalIP"`
+	// OSImage, KernelVersion and ContainerRuntime come from the node info,
+	// <unknown> when empty; the kernel is followed by " (<architecture>)"
+	// when the architecture is known.
+	OSImage          string `json:"osImage"`
+	KernelVersion    string `json:"kernelVersion"`
+	ContainerRuntime string `json:"containerRuntime"`
 }
 
 // NodeCondition is a node condition without its heartbeat time.
@@ -122,14 +144,15 @@ type NodeInfo struct {
 // +kubebuilder:resource:categories=nodemirror
 // +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.clusterName`
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`
-// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.summary`
-// +kubebuilder:printcolumn:name="Roles",type=string,JSONPath=`.status.rolesText`
-// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.nodeInfo.kubeletVersion`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.columns.status`
+// +kubebuilder:printcolumn:name="Roles",type=string,JSONPath=`.status.columns.roles`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.columns.version`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.status.nodeCreationTimestamp`
-// +kubebuilder:printcolumn:name="Internal-IP",type=string,priority=1,JSONPath=`.status.internalIP`
-// +kubebuilder:printcolumn:name="OS-Image",type=string,priority=1,JSONPath=`.status.nodeInfo.osImage`
-// +kubebuilder:printcolumn:name="Kernel",type=string,priority=1,JSONPath=`.status.nodeInfo.kernelVersion`
-// +kubebuilder:printcolumn:name="Runtime",type=string,priority=1,JSONPath=`.status.nodeInfo.containerRuntimeVersion`
+// +kubebuilder:printcolumn:name="Internal-IP",type=string,priority=1,JSONPath=`.status.columns.internalIP`
+// +kubebuilder:printcolumn:name="External-IP",type=string,priority=1,JSONPath=`.status.columns.externalIP`
+// +kubebuilder:printcolumn:name="OS-Image",type=string,priority=1,JSONPath=`.status.columns.osImage`
+// +kubebuilder:printcolumn:name="Kernel-Version",type=string,priority=1,JSONPath=`.status.columns.kernelVersion`
+// +kubebuilder:printcolumn:name="Container-Runtime",type=string,priority=1,JSONPath=`.status.columns.containerRuntime`
 // +kubebuilder:printcolumn:name="CPU",type=string,priority=1,JSONPath=`.status.allocatable.cpu`
 // +kubebuilder:printcolumn:name="Memory",type=string,priority=1,JSONPath=`.status.allocatable.memory`
 type NodeSnapshot struct {

@@ -2,6 +2,7 @@ package managedcluster_test
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -63,10 +64,10 @@ var _ = Describe("Mirroring", func() {
 		Expect(metav1.GetControllerOf(&snap)).NotTo(BeNil())
 		Expect(metav1.GetControllerOf(&snap).UID).To(Equal(mc.UID))
 		Expect(snap.Spec).To(Equal(fleetv1.NodeSnapshotSpec{ClusterName: "alpha", NodeName: a}))
-		Expect(snap.Status.Summary).To(Equal("Ready"))
+		Expect(snap.Status.Columns.Status).To(Equal("Ready"))
 		Expect(snap.Status.Roles).To(Equal([]string{"control-plane"}))
-		Expect(snap.Status.RolesText).To(Equal("control-plane"))
-		Expect(snap.Status.InternalIP).To(Equal("10.0.0.1"))
+		Expect(snap.Status.Columns.Roles).To(Equal("control-plane"))
+		Expect(snap.Status.Columns.InternalIP).To(Equal("10.0.0.1"))
 		Expect(snap.Status.NodeInfo.KubeletVersion).To(Equal("v1.37.2"))
 		Expect(snap.Status.Labels).To(HaveKeyWithValue(specLabel, f.label))
 		Expect(snap.Status.Conditions).To(HaveLen(2))
@@ -78,9 +79,9 @@ var _ = Describe("Mirroring", func() {
 		Eventually(func() map[string]string { return f.snapshot("alpha", a)().Status.Labels }).Should(HaveKeyWithValue("team", "payments"))
 		_, err = member1.CoreV1().Nodes().Patch(ctx, b, "application/merge-patch+json", []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		Eventually(func() string { return f.snapshot("alpha", b)().Status.Summary }).Should(Equal("Ready,SchedulingDisabled"))
+		Eventually(func() string { return f.snapshot("alpha", b)().Status.Columns.Status }).Should(Equal("Ready,SchedulingDisabled"))
 		Expect(framework.SetReady(ctx, member1, b, corev1.ConditionFalse)).To(Succeed())
-		Eventually(func() string { return f.snapshot("alpha", b)().Status.Summary }).Should(Equal("NotReady,SchedulingDisabled"))
+		Eventually(func() string { return f.snapshot("alpha", b)().Status.Columns.Status }).Should(Equal("NotReady,SchedulingDisabled"))
 		Eventually(func() fleetv1.NodeSummary { return f.get("alpha").Status.Nodes }).Should(Equal(fleetv1.NodeSummary{Total: 2, Ready: 1, Unschedulable: 1}))
 
 		By("adding and deleting nodes")
@@ -226,6 +227,78 @@ var _ = Describe("Mirroring", func() {
 		Eventually(f.condition("flaky", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
 	})
 
+	It("keeps snapshots with hashed names through an operator restart, a spec change and a Secret rotation", func() {
+		f := newFixture()
+		// <cluster>.<node> is longer than a name may be: the snapshots get
+		// hashed fallback names, which read like "<cluster>.<another node>".
+		long := func(short string) string {
+			name := f.nodeName(short)
+			for len(name) < 250 {
+				name += "." + strings.Repeat("z", 58)
+			}
+			return strings.TrimRight(name[:250], ".")
+		}
+		var created []string
+		for _, short := range []string{"h1", "h2"} {
+			n, err := framework.CreateNode(ctx, member1, framework.NewNode(long(short), map[string]string{specLabel: f.label, "kubernetes.io/hostname": short}))
+			Expect(err).NotTo(HaveOccurred())
+			created = append(created, n.Name)
+		}
+		f.secret("hashed-kubeconfig", member1Direct)
+		f.cluster("hashed")
+		Eventually(f.nodeNames("hashed")).Should(ConsistOf(created))
+		Eventually(f.condition("hashed", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+		for _, s := range f.snapshots("hashed") {
+			Expect(s.Name).NotTo(Equal("hashed."+s.Spec.NodeName), "the test needs hashed names")
+		}
+
+		var list fleetv1.NodeSnapshotList
+		Expect(hub.List(ctx, &list, client.InNamespace(f.ns))).To(Succeed())
+		w, err := hubWatcher.Watch(ctx, &fleetv1.NodeSnapshotList{}, client.InNamespace(f.ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+		Expect(err).NotTo(HaveOccurred())
+		defer w.Stop()
+		var events []string
+		collect := func() {
+			for {
+				select {
+				case e := <-w.ResultChan():
+					s, _ := e.Object.(*fleetv1.NodeSnapshot)
+					Expect(s).NotTo(BeNil(), "watch event %v", e)
+					events = append(events, fmt.Sprintf("%s %s", e.Type, s.Name))
+				default:
+					return
+				}
+			}
+		}
+		writes := f.snapshotWrites()
+		// reseeded waits until a new session has listed the cluster's
+		// snapshots again and mirrored the member, then gives a wrong
+		// vanished-node pass time to act.
+		reseeded := func() {
+			lists := hubRequests.Count("GET", f.ns, "nodesnapshots")
+			Eventually(func() int { return hubRequests.Count("GET", f.ns, "nodesnapshots") }).Should(BeNumerically(">", lists))
+			Eventually(f.condition("hashed", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+			Consistently(f.nodeNames("hashed"), 2*time.Second).Should(ConsistOf(created))
+			collect()
+		}
+
+		By("restarting the operator")
+		restartOperator()
+		reseeded()
+		By("changing the spec")
+		f.update("hashed", func(mc *fleetv1.ManagedCluster) { mc.Spec.ResyncPeriod = &metav1.Duration{Duration: 2 * time.Hour} })
+		reseeded()
+		By("rotating the Secret to other credentials for the same member")
+		secret := &corev1.Secret{}
+		Expect(hub.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "hashed-kubeconfig"}, secret)).To(Succeed())
+		secret.Data["kubeconfig"] = member1ViaProxy
+		Expect(hub.Update(ctx, secret)).To(Succeed())
+		reseeded()
+
+		Expect(events).To(BeEmpty(), "snapshot events on the hub")
+		Expect(f.snapshotWrites()).To(Equal(writes), "hub writes")
+	})
+
 	It("writes again a snapshot that someone else deleted", func() {
 		f := newFixture()
 		n1, n2 := f.node(member1, "s1", nil), f.node(member1, "s2", nil)
@@ -235,7 +308,7 @@ var _ = Describe("Mirroring", func() {
 		lost := f.snapshots("heal")[n1]
 		Expect(hub.Delete(ctx, &lost)).To(Succeed())
 		Eventually(func() string { return string(f.snapshot("heal", n1)().UID) }).ShouldNot(Or(BeEmpty(), Equal(string(lost.UID))))
-		Expect(f.snapshot("heal", n1)().Status.Summary).To(Equal("Ready"))
+		Expect(f.snapshot("heal", n1)().Status.Columns.Status).To(Equal("Ready"))
 	})
 
 	It("refreshes status from the session without reading the Secret again", func() {

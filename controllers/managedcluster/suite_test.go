@@ -32,6 +32,7 @@ var (
 
 	hubEnv, member1Env, member2Env *envtest.Environment
 	hub                            client.Client
+	hubWatcher                     client.WithWatch
 	member1, member2               kubernetes.Interface
 	member1Proxy                   *framework.Proxy
 	hubRequests                    = &framework.RequestCounter{}
@@ -52,6 +53,8 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 
 	hub, err = client.New(cfgs[0], client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	hubWatcher, err = client.NewWithWatch(cfgs[0], client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 	member1 = kubernetes.NewForConfigOrDie(cfgs[1])
 	member2 = kubernetes.NewForConfigOrDie(cfgs[2])
@@ -75,13 +78,29 @@ var _ = BeforeSuite(func() {
 	startOperator(cfgs[0])
 })
 
+// operatorCfg is the hub config the in-process operator runs with;
+// stopOperator stops the one running.
+var (
+	operatorCfg  *rest.Config
+	stopOperator func() error
+)
+
 func startOperator(hubCfg *rest.Config) {
-	opCfg := rest.CopyConfig(hubCfg)
-	opCfg.WrapTransport = hubRequests.Wrap
-	opCfg.QPS, opCfg.Burst = 200, 400
-	stop, err := framework.StartOperator(ctx, opCfg)
+	operatorCfg = rest.CopyConfig(hubCfg)
+	operatorCfg.WrapTransport = hubRequests.Wrap
+	operatorCfg.QPS, operatorCfg.Burst = 200, 400
+	var err error
+	stopOperator, err = framework.StartOperator(ctx, operatorCfg)
 	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
+	DeferCleanup(func() { Expect(stopOperator()).To(Succeed()) })
+}
+
+// restartOperator stops the operator and starts a new one, as a rollout would.
+func restartOperator() {
+	Expect(stopOperator()).To(Succeed())
+	var err error
+	stopOperator, err = framework.StartOperator(ctx, operatorCfg)
+	Expect(err).NotTo(HaveOccurred())
 }
 
 // Every spec gets a namespace on the hub and a label that its member nodes

@@ -6,8 +6,12 @@ import (
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
 
-// RoleLabelPrefix marks the labels that give a node its roles.
-const RoleLabelPrefix = "node-role.kubernetes.io/"
+// Labels that give a node its roles: node-role.kubernetes.io/<role>, and
+// the older kubernetes.io/role=<role> that kubectl still reads.
+const (
+	RoleLabelPrefix = "node-role.kubernetes.io/"
+	LegacyRoleLabel = "kubernetes.io/role"
+)
 
 // Filter decides which node labels and annotations are mirrored.
 type Filter struct {

@@ -47,12 +47,7 @@ func Project(node *corev1.Node, f Filter) fleetv1.NodeSnapshotStatus {
 			}
 		}
 	}
-	st.Summary = Summary(ReadyStatus(node), node.Spec.Unschedulable)
-	st.InternalIP = InternalIP(node.Status.Addresses)
-	st.RolesText = "<none>"
-	if len(st.Roles) > 0 {
-		st.RolesText = strings.Join(st.Roles, ",")
-	}
+	st.Columns = Columns(node)
 	return st
 }
 
@@ -71,37 +66,67 @@ func Digest(st *fleetv1.NodeSnapshotStatus) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-// Roles lists the roles named by node-role.kubernetes.io/<role> labels, sorted.
+// Roles lists a node's roles as kubectl finds them: the names of its
+// node-role.kubernetes.io/<role> labels and the value of its legacy
+// kubernetes.io/role label, sorted, without duplicates.
 func Roles(labels map[string]string) []string {
 	var roles []string
-	for k := range labels {
+	for k, v := range labels {
 		if role, ok := strings.CutPrefix(k, RoleLabelPrefix); ok && role != "" {
 			roles = append(roles, role)
+		} else if k == LegacyRoleLabel && v != "" {
+			roles = append(roles, v)
 		}
 	}
 	slices.Sort(roles)
-	return roles
+	return slices.Compact(roles)
 }
 
-func isRoleLabel(key string) bool { return strings.HasPrefix(key, RoleLabelPrefix) }
-
-// ReadyStatus is the status of the node's Ready condition, Unknown when it has none.
+// ReadyStatus is the status of the node's Ready condition, "" when it has none.
 func ReadyStatus(node *corev1.Node) corev1.ConditionStatus {
 	for _, c := range node.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			return c.Status
 		}
 	}
-	return corev1.ConditionUnknown
+	return ""
 }
 
-// Summary is the STATUS column of `kubectl get nodes`.
-func Summary(ready corev1.ConditionStatus, unschedulable bool) string {
-	s := "Unknown"
+// Columns are the cells `kubectl get nodes -o wide` prints for node, with
+// kubectl's rules (k8s.io/kubernetes/pkg/printers/internalversion printNode).
+func Columns(node *corev1.Node) fleetv1.NodeColumns {
+	info := node.Status.NodeInfo
+	kernel := orUnknown(info.KernelVersion)
+	if info.Architecture != "" {
+		kernel += " (" + info.Architecture + ")"
+	}
+	roles := strings.Join(Roles(node.Labels), ",")
+	if roles == "" {
+		roles = "<none>"
+	}
+	return fleetv1.NodeColumns{
+		Status:           Status(ReadyStatus(node), node.Spec.Unschedulable),
+		Roles:            roles,
+		Version:          info.KubeletVersion,
+		InternalIP:       firstAddress(node.Status.Addresses, corev1.NodeInternalIP),
+		ExternalIP:       firstAddress(node.Status.Addresses, corev1.NodeExternalIP),
+		OSImage:          orUnknown(info.OSImage),
+		KernelVersion:    kernel,
+		ContainerRuntime: orUnknown(info.ContainerRuntimeVersion),
+	}
+}
+
+// Status is the STATUS cell of `kubectl get nodes` for a node whose Ready
+// condition has status ready ("" when it has none): any status but True is
+// NotReady, and only a missing condition is Unknown.
+func Status(ready corev1.ConditionStatus, unschedulable bool) string {
+	var s string
 	switch ready {
 	case corev1.ConditionTrue:
 		s = "Ready"
-	case corev1.ConditionFalse:
+	case "":
+		s = "Unknown"
+	default:
 		s = "NotReady"
 	}
 	if unschedulable {
@@ -110,12 +135,18 @@ func Summary(ready corev1.ConditionStatus, unschedulable bool) string {
 	return s
 }
 
-// InternalIP is the first InternalIP address, or "" when there is none.
-func InternalIP(addrs []corev1.NodeAddress) string {
+func firstAddress(addrs []corev1.NodeAddress, t corev1.NodeAddressType) string {
 	for _, a := range addrs {
-		if a.Type == corev1.NodeInternalIP {
+		if a.Type == t {
 			return a.Address
 		}
 	}
-	return ""
+	return "<none>"
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "<unknown>"
+	}
+	return s
 }

@@ -47,14 +47,15 @@ func testNode() *corev1.Node {
 
 func TestProject(t *testing.T) {
 	st := Project(testNode(), NewFilter(fleetv1.MirrorSpec{}))
-	if got, want := st.Summary, "Ready,SchedulingDisabled"; got != want {
-		t.Errorf("Summary = %q, want %q", got, want)
-	}
 	if got, want := strings.Join(st.Roles, ","), "infra,worker"; got != want {
 		t.Errorf("Roles = %q, want %q", got, want)
 	}
-	if st.RolesText != "infra,worker" || st.InternalIP != "10.1.2.3" {
-		t.Errorf("RolesText, InternalIP = %q, %q", st.RolesText, st.InternalIP)
+	want := fleetv1.NodeColumns{
+		Status: "Ready,SchedulingDisabled", Roles: "infra,worker", Version: "v1.37.2",
+		InternalIP: "10.1.2.3", ExternalIP: "<none>", OSImage: "Debian 12", KernelVersion: "6.1 (amd64)", ContainerRuntime: "containerd://2.1",
+	}
+	if st.Columns != want {
+		t.Errorf("Columns = %+v, want %+v", st.Columns, want)
 	}
 	if len(st.Labels) != 4 {
 		t.Errorf("default filter keeps every label, got %v", st.Labels)
@@ -67,7 +68,9 @@ func TestProject(t *testing.T) {
 	}
 }
 
-func TestSummary(t *testing.T) {
+// The cells kubectl prints are checked against kubectl itself in
+// test/e2e; these are the rules in brief.
+func TestColumnsFollowKubectl(t *testing.T) {
 	for _, tc := range []struct {
 		ready         corev1.ConditionStatus
 		unschedulable bool
@@ -75,12 +78,19 @@ func TestSummary(t *testing.T) {
 	}{
 		{corev1.ConditionTrue, false, "Ready"},
 		{corev1.ConditionFalse, false, "NotReady"},
-		{corev1.ConditionUnknown, true, "Unknown,SchedulingDisabled"},
+		{corev1.ConditionUnknown, false, "NotReady"},
+		{corev1.ConditionUnknown, true, "NotReady,SchedulingDisabled"},
 		{"", false, "Unknown"},
+		{"", true, "Unknown,SchedulingDisabled"},
 	} {
-		if got := Summary(tc.ready, tc.unschedulable); got != tc.want {
-			t.Errorf("Summary(%q, %v) = %q, want %q", tc.ready, tc.unschedulable, got, tc.want)
+		if got := Status(tc.ready, tc.unschedulable); got != tc.want {
+			t.Errorf("Status(%q, %v) = %q, want %q", tc.ready, tc.unschedulable, got, tc.want)
 		}
+	}
+	bare := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LegacyRoleLabel: "infra", RoleLabelPrefix + "infra": ""}}}
+	want := fleetv1.NodeColumns{Status: "Unknown", Roles: "infra", InternalIP: "<none>", ExternalIP: "<none>", OSImage: "<unknown>", KernelVersion: "<unknown>", ContainerRuntime: "<unknown>"}
+	if got := Columns(bare); got != want {
+		t.Errorf("Columns of a bare node = %+v, want %+v", got, want)
 	}
 }
 

@@ -362,14 +362,12 @@ func (s *Session) seed(ctx context.Context) error {
 	return nil
 }
 
-// nodeNameOf reads the node name out of a snapshot name, or, for hashed
-// names, from the snapshot itself.
+// nodeNameOf is the member node a snapshot mirrors. Its name cannot tell:
+// a hashed fallback name can read like "<cluster>.<another node>". Snapshots
+// written before the node-name annotation existed are read once in full.
 func (s *Session) nodeNameOf(ctx context.Context, m *metav1.PartialObjectMetadata) (string, error) {
-	prefix := s.cfg.Cluster.Name + "."
-	if len(m.Name) > len(prefix) && m.Name[:len(prefix)] == prefix {
-		if node := m.Name[len(prefix):]; projection.SnapshotName(s.cfg.Cluster.Name, node) == m.Name {
-			return node, nil
-		}
+	if node := m.Annotations[fleetv1.NodeNameAnnotation]; node != "" {
+		return node, nil
 	}
 	snap := &fleetv1.NodeSnapshot{}
 	if err := s.cfg.HubReader.Get(ctx, client.ObjectKeyFromObject(m), snap); err != nil {
@@ -519,7 +517,7 @@ func (s *Session) snapshot(node string, status fleetv1.NodeSnapshotStatus, diges
 			Name:            projection.SnapshotName(s.cfg.Cluster.Name, node),
 			Namespace:       s.cfg.Cluster.Namespace,
 			Labels:          map[string]string{fleetv1.ClusterLabel: s.cfg.Cluster.Name},
-			Annotations:     map[string]string{fleetv1.DigestAnnotation: digest},
+			Annotations:     map[string]string{fleetv1.DigestAnnotation: digest, fleetv1.NodeNameAnnotation: node},
 			OwnerReferences: []metav1.OwnerReference{s.cfg.Owner},
 		},
 		Spec:   fleetv1.NodeSnapshotSpec{ClusterName: s.cfg.Cluster.Name, NodeName: node},

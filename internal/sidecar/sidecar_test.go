@@ -494,7 +494,7 @@ func TestHTTPReads(t *testing.T) {
 	if err := json.Unmarshal(body, &list); code != http.StatusOK || err != nil {
 		t.Fatalf("list: %d %v %s", code, err, body)
 	}
-	if list.Kind != "NodeSnapshotList" || list.ResourceVersion == "" || len(list.Items) != 1 || list.Items[0].Name != "http1.n1" || list.Items[0].Status.Summary != "Ready" {
+	if list.Kind != "NodeSnapshotList" || list.ResourceVersion == "" || len(list.Items) != 1 || list.Items[0].Name != "http1.n1" || list.Items[0].Status.Columns.Status != "Ready" {
 		t.Fatalf("list = %+v", list)
 	}
 	code, body = get("/api/v1/namespaces/team-a/managedclusters", aliceToken)

@@ -20,19 +20,22 @@ const keyOf = (o) => `${o.metadata.namespace}/${o.metadata.name}`;
 
 // --- rows: what a node looks like in the table ---------------------------
 
+// The status, roles, version and address cells are the snapshot's
+// status.columns: the strings `kubectl get nodes -o wide` prints.
 function row(s) {
   const st = s.status || {};
-  const ready = (st.summary || "Unknown").split(",")[0];
+  const cols = st.columns || {};
+  const summary = cols.status || "Unknown";
   return {
-    key: keyOf(s), snap: s,
+    key: keyOf(s), snap: s, cols,
     cluster: s.spec.clusterName, node: s.spec.nodeName, namespace: s.metadata.namespace,
-    status: ready, cordoned: !!st.unschedulable, summary: st.summary || "Unknown",
-    roles: (st.roles || []).join(",") || "<none>",
-    version: st.nodeInfo?.kubeletVersion || "",
+    status: summary.split(",")[0], cordoned: !!st.unschedulable, summary,
+    roles: cols.roles || "<none>",
+    version: cols.version || "",
     cpuAlloc: fmt.quantity(st.allocatable?.cpu), cpuCap: fmt.quantity(st.capacity?.cpu),
     memAlloc: fmt.quantity(st.allocatable?.memory), memCap: fmt.quantity(st.capacity?.memory),
     taints: (st.taints || []).map((t) => `${t.key}${t.value ? "=" + t.value : ""}:${t.effect}`),
-    ip: st.internalIP || "", created: st.nodeCreationTimestamp,
+    ip: cols.internalIP || "<none>", created: st.nodeCreationTimestamp,
     labels: st.labels || {},
   };
 }
@@ -147,13 +150,13 @@ function renderNodes() {
       tabindex: "0", "aria-expanded": String(state.expanded.has(r.key)) },
       el("td", { text: r.cluster }),
       el("td", { text: r.node }),
-      el("td", {}, el("span", { class: "st-" + r.status, text: r.status }), r.cordoned ? el("span", { class: "cordon", text: ",SchedulingDisabled" }) : null),
+      el("td", {}, el("span", { class: "st-" + r.status, text: r.status }), r.summary.includes(",") ? el("span", { class: "cordon", text: r.summary.slice(r.status.length) }) : null),
       el("td", { text: r.roles }),
       el("td", { text: r.version }),
       el("td", { text: `${fmt.cpu(r.snap.status?.allocatable?.cpu)} / ${fmt.cpu(r.snap.status?.capacity?.cpu)}` }),
       el("td", { text: `${fmt.memory(r.snap.status?.allocatable?.memory)} / ${fmt.memory(r.snap.status?.capacity?.memory)}` }),
       el("td", { class: "taints", text: r.taints.length ? r.taints.map(shortTaint).join(" ") : "–", title: r.taints.join("\n") }),
-      el("td", { text: r.ip || "–" }),
+      el("td", { text: r.ip }),
       el("td", { text: fmt.age(r.created, now) }));
     out.push(tr);
     if (state.expanded.has(r.key)) out.push(detailRow(r));
@@ -177,8 +180,8 @@ function detailRow(r) {
   const conds = el("dl", {}, ...(r.snap.status?.conditions || []).flatMap((c) => [
     el("dt", { text: c.type }), el("dd", { text: `${c.status} · ${c.reason || ""} · ${c.message || ""} (since ${c.lastTransitionTime || "?"})` })]));
   const taints = el("dl", {}, ...r.taints.flatMap((t, i) => [el("dt", { text: String(i + 1) }), el("dd", { text: t })]));
-  const info = r.snap.status?.nodeInfo || {};
-  const sys = el("dl", {}, ...["osImage", "kernelVersion", "containerRuntimeVersion", "architecture"].flatMap((k) => [el("dt", { text: k }), el("dd", { text: info[k] || "–" })]));
+  const sys = el("dl", {}, ...[["external IP", "externalIP"], ["OS image", "osImage"], ["kernel", "kernelVersion"], ["container runtime", "containerRuntime"]]
+    .flatMap(([label, k]) => [el("dt", { text: label }), el("dd", { text: r.cols[k] || "<unknown>" })]));
   return el("tr", { class: "details" }, el("td", { class: "detail", colspan: "10" },
     el("div", { class: "detail" }, el("strong", { text: "Labels" }), labels, el("strong", { text: "Conditions" }), conds,
     r.taints.length ? el("strong", { text: "Taints" }) : null, r.taints.length ? taints : null, el("strong", { text: "System" }), sys)));
