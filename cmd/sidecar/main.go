@@ -34,6 +34,7 @@ func main() {
 	flag.IntVar(&opts.HistorySize, "history-size", 10000, "Events per kind kept for clients that resume with a resourceVersion.")
 	flag.DurationVar(&opts.PingInterval, "ping-interval", 30*time.Second, "How often clients are pinged; one that does not answer within half of it is closed.")
 	flag.DurationVar(&opts.WriteTimeout, "write-timeout", 10*time.Second, "How long one message may take to write before the client is closed.")
+	flag.DurationVar(&opts.SyncWait, "sync-wait", 10*time.Second, "How long a websocket upgrade or list waits for the first hub list before it is answered 503.")
 	flag.DurationVar(&opts.AuthCacheTTL, "auth-cache-ttl", 10*time.Second, "How long token and access reviews are reused.")
 	flag.DurationVar(&opts.ReviewInterval, "review-interval", time.Minute, "How often open connections' tokens and subscriptions are checked again, so that revoked access ends the stream.")
 	flag.Float64Var(&hubQPS, "hub-qps", 20, "Queries per second to the hub (token and access reviews).")

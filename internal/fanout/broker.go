@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -41,9 +42,14 @@ type Broker struct {
 	head, size   int
 	historyStart uint64
 	latest       uint64
-	synced       bool
-	subs         map[*Subscription]struct{}
+	// synced is closed once the first list is stored: until then the
+	// broker holds no state it may hand out.
+	synced chan struct{}
+	subs   map[*Subscription]struct{}
 }
+
+// ErrNotSynced is returned by Subscribe before the first list is stored.
+var ErrNotSynced = errors.New("the hub has not been listed yet")
 
 type clusterKey struct{ namespace, cluster string }
 
@@ -63,16 +69,23 @@ func NewBroker(apiVersion, kind string, clusterOf ClusterOf, historySize int) *B
 		objects:   map[string]map[string]*Object{},
 		byCluster: map[clusterKey]map[string]*Object{},
 		history:   make([]event, max(historySize, 1)),
+		synced:    make(chan struct{}),
 		subs:      map[*Subscription]struct{}{},
 	}
 }
 
 // HasSynced reports whether the first list has been stored.
 func (b *Broker) HasSynced() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.synced
+	select {
+	case <-b.synced:
+		return true
+	default:
+		return false
+	}
 }
+
+// Synced is closed once the first list has been stored.
+func (b *Broker) Synced() <-chan struct{} { return b.synced }
 
 // Add stores a new object (a watch ADDED event).
 func (b *Broker) Add(obj any) error { return b.apply(protocol.Added, obj) }
@@ -152,7 +165,9 @@ func (b *Broker) Replace(items []any, resourceVersion string) error {
 	}
 	b.head, b.size = 0, 0
 	b.historyStart = b.latest
-	b.synced = true
+	if !b.HasSynced() {
+		close(b.synced)
+	}
 	return nil
 }
 
@@ -243,10 +258,14 @@ func (b *Broker) bookmark(initialEnd bool) *metav1.PartialObjectMetadata {
 // set and still covered by the history, the events it missed; otherwise
 // (and after a 410 ERROR if it asked to resume) the current state as ADDED
 // events. Either way a BOOKMARK marked initial-events-end follows, and
-// changes after it.
-func (b *Broker) Subscribe(s *Subscription, resumeFrom string) {
+// changes after it. Before the first list it registers nothing and returns
+// ErrNotSynced: an empty store is not an empty namespace.
+func (b *Broker) Subscribe(s *Subscription, resumeFrom string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !b.HasSynced() {
+		return ErrNotSynced
+	}
 	b.subs[s] = struct{}{}
 	if resumeFrom != "" {
 		rv, err := protocol.ParseResourceVersion(resumeFrom)
@@ -258,7 +277,7 @@ func (b *Broker) Subscribe(s *Subscription, resumeFrom string) {
 				}
 			}
 			s.Out.pushControl(s.ID, protocol.Bookmark, b.bookmark(true), b.latestString())
-			return
+			return nil
 		}
 		s.Out.PushError(s.ID, protocol.NewStatus(http.StatusGone, metav1.StatusReasonExpired, fmt.Sprintf(
 			"resourceVersion %s is not in the sidecar's history (it holds %d to %d): start over from the state that follows",
@@ -268,6 +287,7 @@ func (b *Broker) Subscribe(s *Subscription, resumeFrom string) {
 		s.Out.push(s.ID, protocol.Added, o, "", true)
 	}
 	s.Out.pushControl(s.ID, protocol.Bookmark, b.bookmark(true), b.latestString())
+	return nil
 }
 
 // Unsubscribe removes s; its pending items are dropped.
@@ -279,11 +299,14 @@ func (b *Broker) Unsubscribe(s *Subscription) {
 }
 
 // List returns the objects passing f, sorted by namespace and name, and the
-// resourceVersion they are current at.
-func (b *Broker) List(f Filter) ([]*Object, string) {
+// resourceVersion they are current at; ErrNotSynced before the first list.
+func (b *Broker) List(f Filter) ([]*Object, string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.listLocked(f), b.latestString()
+	if !b.HasSynced() {
+		return nil, "", ErrNotSynced
+	}
+	return b.listLocked(f), b.latestString(), nil
 }
 
 func (b *Broker) listLocked(f Filter) []*Object {

@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -132,26 +133,57 @@ func TestBrokerInitialStateAndChanges(t *testing.T) {
 	if got, want := drain(t, only), []string{"DELETED c2.n1@23"}; strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("cluster filter %v, want %v", got, want)
 	}
-	if objs, rv := b.List(Filter{}); len(objs) != 3 || rv != "23" || objs[0].Name != "c1.n1" || objs[2].Namespace != "y" {
+	if objs, rv, _ := b.List(Filter{}); len(objs) != 3 || rv != "23" || objs[0].Name != "c1.n1" || objs[2].Namespace != "y" {
 		t.Errorf("List = %d objects at %s", len(objs), rv)
 	}
-	if objs, _ := b.List(Filter{Namespace: "x", Clusters: map[string]bool{"c1": true}}); len(objs) != 1 || objs[0].Name != "c1.n1" {
+	if objs, _, _ := b.List(Filter{Namespace: "x", Clusters: map[string]bool{"c1": true}}); len(objs) != 1 || objs[0].Name != "c1.n1" {
 		t.Errorf("List by cluster = %v", objs)
 	}
 	// An object that moves to another cluster leaves the first one's index.
 	moved := snap("y", "c1", "n8", "24")
 	moved.SetLabels(map[string]string{"fleet.nodemirror.io/cluster": "c3"})
 	_ = b.Update(moved)
-	if objs, _ := b.List(Filter{Namespace: "y", Clusters: map[string]bool{"c1": true}}); len(objs) != 1 || objs[0].Name != "c1.n9" {
+	if objs, _, _ := b.List(Filter{Namespace: "y", Clusters: map[string]bool{"c1": true}}); len(objs) != 1 || objs[0].Name != "c1.n9" {
 		t.Errorf("List by cluster after a move = %d objects", len(objs))
 	}
-	if objs, _ := b.List(Filter{Namespace: "y", Clusters: map[string]bool{"c3": true}}); len(objs) != 1 {
+	if objs, _, _ := b.List(Filter{Namespace: "y", Clusters: map[string]bool{"c3": true}}); len(objs) != 1 {
 		t.Errorf("List of the new cluster = %d objects", len(objs))
 	}
 	_ = b.Bookmark("30")
 	if got := drain(t, out); strings.Join(got, ",") != "BOOKMARK @30" {
 		t.Errorf("bookmark %v", got)
 	}
+}
+
+func TestBrokerBeforeTheFirstList(t *testing.T) {
+	b := newTestBroker(10)
+	out := NewOutbox(100, nil)
+	// A watch event may come before the list finishes; it is no state yet.
+	_ = b.Add(snap("x", "c", "early", "3"))
+	if err := b.Subscribe(&Subscription{ID: "s", Filter: Filter{Namespace: "x"}, Out: out}, ""); !errors.Is(err, ErrNotSynced) {
+		t.Fatalf("Subscribe before the first list = %v, want ErrNotSynced", err)
+	}
+	if got := drain(t, out); len(got) != 0 {
+		t.Errorf("an unsynced broker handed out %v", got)
+	}
+	if _, _, err := b.List(Filter{}); !errors.Is(err, ErrNotSynced) {
+		t.Errorf("List before the first list = %v, want ErrNotSynced", err)
+	}
+	select {
+	case <-b.Synced():
+		t.Fatal("Synced is closed before the first list")
+	default:
+	}
+	// A namespace listed empty is a true empty state.
+	_ = b.Replace(nil, "10")
+	<-b.Synced()
+	if err := b.Subscribe(&Subscription{ID: "s", Filter: Filter{Namespace: "x"}, Out: out}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := drain(t, out); strings.Join(got, ",") != "BOOKMARK @10" {
+		t.Errorf("after an empty list: %v", got)
+	}
+	_ = b.Replace(nil, "11") // a relist closes nothing twice
 }
 
 func TestBrokerResume(t *testing.T) {

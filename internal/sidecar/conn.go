@@ -134,9 +134,13 @@ func (c *client) subscribe(ctx context.Context, m *protocol.ClientMessage) {
 		}
 	}
 	s := &subscription{kind: k, sub: &fanout.Subscription{ID: m.ID, Filter: f, Out: c.out}}
+	if err := k.broker.Subscribe(s.sub, m.ResourceVersion); err != nil {
+		// The upgrade waited for the first lists, and brokers stay synced.
+		c.out.PushError(m.ID, protocol.NewStatus(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, err.Error()+": subscribe again shortly"))
+		return
+	}
 	c.subs[m.ID] = s
 	c.s.metrics.subscriptions.Inc()
-	k.broker.Subscribe(s.sub, m.ResourceVersion)
 }
 
 // writeLoop sends what the outbox holds, one message at a time, so that

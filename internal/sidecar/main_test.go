@@ -131,9 +131,28 @@ type testSidecar struct {
 
 func startSidecar(t *testing.T, opts sidecar.Options) *testSidecar {
 	t.Helper()
+	ts := startSidecarVia(t, opts, nil)
+	waitFor(t, 10*time.Second, func() bool {
+		resp, err := http.Get(ts.url + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "sidecar ready")
+	return ts
+}
+
+// startSidecarVia starts a sidecar whose hub requests pass through wrap
+// (when not nil), and returns without waiting for it to be ready.
+func startSidecarVia(t *testing.T, opts sidecar.Options, wrap func(http.RoundTripper) http.RoundTripper) *testSidecar {
+	t.Helper()
 	ts := &testSidecar{requests: &framework.RequestCounter{}, registry: prometheus.NewRegistry()}
 	cfg := rest.CopyConfig(hubCfg)
 	cfg.WrapTransport = ts.requests.Wrap
+	if wrap != nil {
+		cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return wrap(ts.requests.Wrap(rt)) }
+	}
 	opts.Registerer, opts.Gatherer = ts.registry, ts.registry
 	opts.Log = testr.NewWithOptions(t, testr.Options{Verbosity: 1})
 	s, err := sidecar.New(cfg, opts)
@@ -159,14 +178,6 @@ func startSidecar(t *testing.T, opts sidecar.Options) *testSidecar {
 			t.Error("sidecar did not stop within 10s")
 		}
 	})
-	waitFor(t, 10*time.Second, func() bool {
-		resp, err := http.Get(ts.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, "sidecar ready")
 	return ts
 }
 

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +50,10 @@ type Options struct {
 	// PingInterval (30s) and WriteTimeout (10s) find dead and stuck peers.
 	PingInterval time.Duration
 	WriteTimeout time.Duration
+	// SyncWait is how long a websocket or list request waits for the hub
+	// caches' first list before it is answered 503 (default 10s): no
+	// request is ever answered from a cache that has not been filled.
+	SyncWait time.Duration
 	// AuthCacheTTL is how long token and access reviews are reused (10s).
 	AuthCacheTTL time.Duration
 	// ReviewInterval is how often an open connection's token and
@@ -79,6 +85,9 @@ func (o *Options) defaults() {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
+	}
+	if o.SyncWait <= 0 {
+		o.SyncWait = 10 * time.Second
 	}
 	if o.AuthCacheTTL <= 0 {
 		o.AuthCacheTTL = 10 * time.Second
@@ -178,6 +187,33 @@ func (s *Server) Run(ctx context.Context, l net.Listener) error {
 	return nil
 }
 
+// waitSynced waits, at most SyncWait, until every broker has stored its
+// first list. When it returns false it has answered 503 itself.
+func (s *Server) waitSynced(w http.ResponseWriter, r *http.Request, kinds ...*kindInfo) bool {
+	var timeout <-chan time.Time
+	for _, k := range kinds {
+		if k.broker.HasSynced() {
+			continue
+		}
+		if timeout == nil {
+			t := s.clock.NewTimer(s.opts.SyncWait)
+			defer t.Stop()
+			timeout = t.C()
+		}
+		select {
+		case <-k.broker.Synced():
+		case <-timeout:
+			w.Header().Set("Retry-After", "1")
+			writeStatus(w, protocol.NewStatus(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+				"the sidecar has not listed "+k.resource+" from the hub yet; retry shortly"))
+			return false
+		case <-r.Context().Done():
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	if !s.Ready() {
 		http.Error(w, "hub caches not synced yet", http.StatusServiceUnavailable)
@@ -221,6 +257,9 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.release(u.Name)
+	if !s.waitSynced(w, r, slices.Collect(maps.Values(s.kinds))...) {
+		return
+	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{protocol.Subprotocol},
 		OriginPatterns: s.opts.OriginPatterns,
@@ -303,8 +342,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, protocol.NewStatus(http.StatusForbidden, metav1.StatusReasonForbidden, forbiddenMessage(u, k.resource, ns, reason)))
 		return
 	}
-	if !k.broker.HasSynced() {
-		writeStatus(w, protocol.NewStatus(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "hub cache not synced yet"))
+	if !s.waitSynced(w, r, k) {
 		return
 	}
 	f := fanout.Filter{Namespace: ns}
@@ -314,7 +352,11 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 			f.Clusters[name] = true
 		}
 	}
-	objs, rv := k.broker.List(f)
+	objs, rv, err := k.broker.List(f)
+	if err != nil { // synced brokers stay synced; kept for safety
+		writeStatus(w, protocol.NewStatus(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, err.Error()))
+		return
+	}
 	size := 128
 	for _, o := range objs {
 		size += len(o.Raw) + 1

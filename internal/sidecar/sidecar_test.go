@@ -113,6 +113,86 @@ func TestInitialStateBookmarkAndLiveChanges(t *testing.T) {
 	}
 }
 
+// A sidecar that has not listed the hub yet holds state of nothing: it must
+// never answer with an empty "complete" state. The hub is made slow to
+// answer the sidecar's first NodeSnapshot list (a list, or a watch that
+// streams the initial list, as client-go's reflector may use).
+func TestNoAnswerBeforeTheFirstList(t *testing.T) {
+	ns := testNamespace(t)
+	mustCreate(t, framework.NewSnapshot(ns, "slowlist", "n1"), framework.NewSnapshot(ns, "slowlist", "n2"))
+	release := make(chan struct{})
+	delayLists := func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			if strings.HasSuffix(req.URL.Path, "/nodesnapshots") {
+				select {
+				case <-release:
+				case <-req.Context().Done():
+					return nil, req.Context().Err()
+				}
+			}
+			return rt.RoundTrip(req)
+		})
+	}
+	const syncWait = 2 * time.Second
+	ts := startSidecarVia(t, sidecar.Options{SyncWait: syncWait}, delayLists)
+	waitFor(t, 10*time.Second, func() bool {
+		resp, err := http.Get(ts.url + "/api/v1/whoami")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	}, "sidecar serving")
+
+	// While the list is held back, the upgrade and lists wait SyncWait,
+	// then answer 503 with a Retry-After.
+	start := time.Now()
+	_, resp, err := dialRaw(ctx, ts, aliceToken, viaHeader, "")
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("dial before the first list: err %v, response %+v; want HTTP 503 with Retry-After", err, resp)
+	}
+	if waited := time.Since(start); waited < syncWait/2 {
+		t.Errorf("the upgrade was refused after %s, without waiting for the list", waited)
+	}
+	req, _ := http.NewRequest(http.MethodGet, ts.url+"/api/v1/namespaces/"+ns+"/nodesnapshots", nil)
+	req.Header.Set("Authorization", "Bearer "+aliceToken)
+	lresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(lresp.Body)
+	lresp.Body.Close()
+	if lresp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"kind":"Status"`) {
+		t.Errorf("list before the first list: %d %s, want a 503 Status", lresp.StatusCode, body)
+	}
+
+	// A client that connects while the list is on its way is held, then
+	// gets the whole state.
+	go func() {
+		time.Sleep(syncWait / 4)
+		close(release)
+	}()
+	c := dial(t, ts, aliceToken, viaHeader)
+	c.send(subscribe("s", ns, "slowlist"))
+	var got []string
+	for {
+		e := c.mustNext()
+		if e.Type == protocol.Bookmark && e.InitialEnd {
+			if e.RV == "" || e.RV == "0" {
+				t.Errorf("initial-events-end at resourceVersion %q", e.RV)
+			}
+			break
+		}
+		got = append(got, e.String())
+	}
+	if !slices.Equal(got, []string{"s ADDED slowlist.n1", "s ADDED slowlist.n2"}) {
+		t.Fatalf("state before the bookmark: %v", got)
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 func TestManagedClusterSubscription(t *testing.T) {
 	ns := testNamespace(t)
 	mustCreate(t, framework.NewManagedCluster(ns, "mcsub"))

@@ -55,9 +55,8 @@ export class Stream {
     ws.onopen = () => {
       for (const [id, s] of this.subs) {
         s.synced = false;
-        const resume = s.resourceVersion ? { resourceVersion: s.resourceVersion } : {};
         if (!s.resourceVersion) this.onReset(id);
-        ws.send(JSON.stringify({ type: "subscribe", id, ...s.message, ...resume }));
+        this.resubscribe(id, s);
       }
     };
     ws.onmessage = (m) => this.receive(JSON.parse(m.data));
@@ -72,6 +71,11 @@ export class Stream {
       // 4000: we fell behind; resume at once. Anything else: back off.
       this.connectSoon(e.code === CLOSE_RESUME ? 0 : this.backoff());
     };
+  }
+
+  resubscribe(id, s) {
+    const resume = s.resourceVersion ? { resourceVersion: s.resourceVersion } : {};
+    this.send({ type: "subscribe", id, ...s.message, ...resume });
   }
 
   backoff() {
@@ -96,6 +100,13 @@ export class Stream {
         // The sidecar no longer holds our history: a fresh state follows.
         s.resourceVersion = "";
         this.onReset(env.subscription);
+        return;
+      }
+      if (s && ev.object.code === 503) {
+        // The sidecar has no state to give yet: ask again shortly. (It
+        // normally refuses the upgrade itself, and the reconnect backs off.)
+        const ws = this.ws;
+        setTimeout(() => { if (this.ws === ws) this.resubscribe(env.subscription, s); }, 1000);
         return;
       }
       this.onError(env.subscription, ev.object);
