@@ -62,7 +62,10 @@ type ManagedClusterSpec struct {
 	ResyncPeriod *metav1.Duration `json:"resyncPeriod,omitempty"`
 
 	// Paused stops watching the member cluster and keeps the NodeSnapshots
-	// as they were; status says so.
+	// as they were; status says so. A paused cluster is in the state it was
+	// asked for: Ready is True with reason Paused (Connected Unknown and
+	// Synced False, reason Paused), so kstatus computes Current and
+	// `kubectl wait`, Flux and Argo CD do not wait for it forever.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
 }
@@ -121,10 +124,20 @@ type KeyFilter struct {
 
 // ManagedClusterStatus is what the operator last observed of a member cluster.
 // It holds no field that changes on a timer.
+//
+// Health as kstatus (and so Flux and Argo CD) computes it: InProgress
+// from the first read after create until the operator has observed the
+// generation (the schema defaults status.observedGeneration to 0, which
+// never equals metadata.generation), then InProgress while Reconciling is
+// True (connecting, syncing, unreachable), Failed while Stalled is True
+// (what retrying cannot fix: refused or unusable credentials, forbidden
+// RBAC, an untrusted certificate), Current when Ready is True (mirroring,
+// or paused as asked).
 type ManagedClusterStatus struct {
-	// ObservedGeneration is the spec generation this status describes.
+	// ObservedGeneration is the spec generation this status describes;
+	// 0 until the operator has looked at the ManagedCluster.
 	// +optional
-	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	ObservedGeneration int64 `json:"observedGeneration"`
 
 	// Conditions: Ready, Reconciling, Stalled, Connected, Synced.
 	// +listType=map
@@ -183,6 +196,7 @@ type ManagedCluster struct {
 
 	// +required
 	Spec ManagedClusterSpec `json:"spec"`
+	// +kubebuilder:default={observedGeneration: 0}
 	// +optional
 	Status ManagedClusterStatus `json:"status,omitempty,omitzero"`
 }

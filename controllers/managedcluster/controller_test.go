@@ -2,6 +2,7 @@ package managedcluster_test
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -337,7 +339,7 @@ var _ = Describe("Mirroring", func() {
 		Eventually(f.nodeNames("pz")).Should(Equal([]string{n}))
 
 		f.update("pz", func(mc *fleetv1.ManagedCluster) { mc.Spec.Paused = true })
-		Eventually(f.condition("pz", fleetv1.ConditionReady)).Should(Equal("False/Paused"))
+		Eventually(f.condition("pz", fleetv1.ConditionReady)).Should(Equal("True/Paused"))
 		Expect(f.condition("pz", fleetv1.ConditionConnected)()).To(Equal("Unknown/Paused"))
 		Expect(framework.PatchLabel(ctx, member1, n, "while", ptr.To("paused"))).To(Succeed())
 		Consistently(func() map[string]string { return f.snapshot("pz", n)().Status.Labels }).ShouldNot(HaveKey("while"))
@@ -346,6 +348,53 @@ var _ = Describe("Mirroring", func() {
 		f.update("pz", func(mc *fleetv1.ManagedCluster) { mc.Spec.Paused = false })
 		Eventually(func() map[string]string { return f.snapshot("pz", n)().Status.Labels }).Should(HaveKeyWithValue("while", "paused"))
 		Eventually(f.condition("pz", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+	})
+
+	It("computes kstatus InProgress from birth until observed, Current when mirroring or paused, Failed when refused", func() {
+		f := newFixture()
+		f.node(member1, "k1", nil)
+		f.secret("ks-kubeconfig", member1Direct)
+		mc := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": fleetv1.GroupVersion.String(), "kind": "ManagedCluster",
+			"metadata": map[string]any{"namespace": f.ns, "name": "ks"},
+			"spec": map[string]any{
+				"kubeconfigSecretRef": map[string]any{"name": "ks-kubeconfig"},
+				"nodeSelector":        map[string]any{"matchLabels": map[string]any{specLabel: f.label}},
+			},
+		}}
+		Expect(hub.Create(ctx, mc)).To(Succeed())
+		By("reading it as the create answered, before the operator can have seen it")
+		Expect(kstatusOf(mc)).To(Equal(status.InProgressStatus), "status %v", mc.Object["status"])
+		By("reading it right after")
+		Expect(f.kstatus("ks")()).To(Equal(status.InProgressStatus))
+
+		Eventually(f.kstatus("ks")).Should(Equal(status.CurrentStatus))
+		Expect(f.condition("ks", fleetv1.ConditionReady)()).To(Equal("True/Mirroring"))
+
+		By("pausing")
+		f.update("ks", func(mc *fleetv1.ManagedCluster) { mc.Spec.Paused = true })
+		Eventually(f.condition("ks", fleetv1.ConditionReady)).Should(Equal("True/Paused"))
+		Expect(f.kstatus("ks")()).To(Equal(status.CurrentStatus))
+
+		By("resuming with credentials the member refuses")
+		secret := &corev1.Secret{}
+		Expect(hub.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "ks-kubeconfig"}, secret)).To(Succeed())
+		secret.Data["kubeconfig"] = member1NoRBAC
+		Expect(hub.Update(ctx, secret)).To(Succeed())
+		f.update("ks", func(mc *fleetv1.ManagedCluster) { mc.Spec.Paused = false })
+		Eventually(f.kstatus("ks")).Should(Equal(status.FailedStatus))
+		Expect(f.condition("ks", fleetv1.ConditionStalled)()).To(Equal("True/Forbidden"))
+
+		By("connecting to a member that never answers")
+		silent, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(silent.Close)
+		hanging, err := framework.WithServer(member1Direct, "https://"+silent.Addr().String())
+		Expect(err).NotTo(HaveOccurred())
+		f.secret("hang-kubeconfig", hanging)
+		f.cluster("hang")
+		Eventually(f.condition("hang", fleetv1.ConditionConnected)).Should(Equal("Unknown/Connecting"))
+		Expect(f.kstatus("hang")()).To(Equal(status.InProgressStatus))
 	})
 
 	It("removes every snapshot and then the finalizer when the ManagedCluster is deleted", func() {

@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -107,15 +106,21 @@ func (f *fixture) condition(cluster, t string) func() string {
 	}
 }
 
-// kstatus computes the cluster's health the way Argo CD and Flux do.
+// kstatus computes the cluster's health the way Flux does: on the object
+// as the hub serves it, read without a typed round trip.
 func (f *fixture) kstatus(cluster string) func() status.Status {
 	return func() status.Status {
-		raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(f.get(cluster))
-		Expect(err).NotTo(HaveOccurred())
-		res, err := status.Compute(&unstructured.Unstructured{Object: raw})
-		Expect(err).NotTo(HaveOccurred())
-		return res.Status
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("ManagedCluster"))
+		Expect(hub.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: cluster}, u)).To(Succeed())
+		return kstatusOf(u)
 	}
+}
+
+func kstatusOf(u *unstructured.Unstructured) status.Status {
+	res, err := status.Compute(u)
+	Expect(err).NotTo(HaveOccurred())
+	return res.Status
 }
 
 // eventReasons lists the reasons of Events about the cluster.

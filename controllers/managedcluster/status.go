@@ -45,10 +45,11 @@ func setStatus(mc *fleetv1.ManagedCluster, obs observation) {
 	}
 	switch {
 	case obs.paused:
-		msg := "mirroring is paused; NodeSnapshots are kept as last seen"
+		// Paused is the state asked for: Ready, so that waiters finish.
+		msg := "mirroring is paused as asked; NodeSnapshots are kept as last seen"
 		set(fleetv1.ConditionConnected, metav1.ConditionUnknown, ReasonPaused, msg)
 		set(fleetv1.ConditionSynced, metav1.ConditionFalse, ReasonPaused, msg)
-		set(fleetv1.ConditionReady, metav1.ConditionFalse, ReasonPaused, msg)
+		set(fleetv1.ConditionReady, metav1.ConditionTrue, ReasonPaused, msg)
 		set(fleetv1.ConditionReconciling, metav1.ConditionFalse, ReasonPaused, msg)
 		set(fleetv1.ConditionStalled, metav1.ConditionFalse, ReasonPaused, msg)
 

@@ -217,6 +217,17 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 	setFilter("f-sched", "")
 	waitJS("filters cleared", fmt.Sprintf(`%s.length === %d`, rows, nodes-1), 5*time.Second)
 
+	// The table prints what kubectl prints (the snapshot's status.columns),
+	// including for a node whose kubelet stopped reporting and a legacy role.
+	if err := framework.SetReady(ctx, member, "node-04", corev1.ConditionUnknown); err != nil {
+		t.Fatal(err)
+	}
+	if err := framework.PatchLabel(ctx, member, "node-04", "kubernetes.io/role", ptr.To("infra")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("Ready=Unknown shown as NotReady, legacy role shown", rowText("node-04")+`.includes("NotReady") && `+rowText("node-04")+`.includes("infra")`, 5*time.Second)
+	compareCellsWithSnapshots(t, bctx, hub)
+
 	shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100 gives a PNG
 	if err != nil {
 		t.Fatal(err)
@@ -229,6 +240,37 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 	t.Run("5000 rows", func(t *testing.T) {
 		testManyRows(t, bctx, hub, addr, waitJS)
 	})
+}
+
+// compareCellsWithSnapshots checks every shown row's STATUS, ROLES, VERSION
+// and INTERNAL-IP cells against the columns of its snapshot on the hub.
+func compareCellsWithSnapshots(t *testing.T, bctx context.Context, hub client.Client) {
+	t.Helper()
+	cells, err := chromedp.Run(bctx, chromedp.Evaluate[[][]string](`[...document.querySelectorAll("#rows tr.row")].map((tr) => [...tr.cells].map((td) => td.innerText))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list fleetv1.NodeSnapshotList
+	if err := hub.List(context.Background(), &list, client.InNamespace("fleet")); err != nil {
+		t.Fatal(err)
+	}
+	byNode := map[string]fleetv1.NodeColumns{}
+	for _, s := range list.Items {
+		byNode[s.Spec.NodeName] = s.Status.Columns
+	}
+	for _, row := range cells {
+		// cluster, node, status, roles, version, cpu, memory, taints, ip, age
+		want, ok := byNode[row[1]]
+		if !ok {
+			t.Errorf("row %q has no snapshot", row[1])
+			continue
+		}
+		got := fleetv1.NodeColumns{Status: row[2], Roles: row[3], Version: row[4], InternalIP: row[8]}
+		want = fleetv1.NodeColumns{Status: want.Status, Roles: want.Roles, Version: want.Version, InternalIP: want.InternalIP}
+		if got != want {
+			t.Errorf("node %s: the UI shows %+v, the snapshot's columns are %+v", row[1], got, want)
+		}
+	}
 }
 
 // testManyRows loads 5,000 snapshots and checks that the page shows them
