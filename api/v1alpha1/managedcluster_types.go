@@ -12,24 +12,6 @@ const ManagedClusterFinalizer = "fleet.nodemirror.io/snapshots"
 // DefaultKubeconfigKey is the Secret key read when kubeconfigSecretRef.key is empty.
 const DefaultKubeconfigKey = "kubeconfig"
 
-// Condition types a ManagedCluster reports. Ready, Reconciling and Stalled
-// follow the kstatus conventions so that Argo CD and Flux read health
-// without custom scripts.
-const (
-	// ConditionReady is True when the member is reachable and its nodes are mirrored.
-	ConditionReady = "Ready"
-	// ConditionReconciling is True while the operator works toward Ready on its own.
-	ConditionReconciling = "Reconciling"
-	// ConditionStalled is True when progress needs a change from a human.
-	ConditionStalled = "Stalled"
-	// ConditionConnected is True when the member API server answers healthy,
-	// False when it answers but is unhealthy or refuses us, Unknown when it
-	// cannot be reached (the snapshots are then stale).
-	ConditionConnected = "Connected"
-	// ConditionSynced is True once the initial node list has been mirrored.
-	ConditionSynced = "Synced"
-)
-
 // ManagedClusterSpec says how to reach a member cluster and which of its
 // node state to mirror.
 // +kubebuilder:validation:XValidation:rule="!has(self.resyncPeriod) || duration(self.resyncPeriod) >= duration('1m')",message="resyncPeriod must be at least 1m"

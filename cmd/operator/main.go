@@ -18,6 +18,7 @@ import (
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/controllers/managedcluster"
+	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/session"
 )
 
@@ -81,7 +82,7 @@ func main() {
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
 		Recorder:      mgr.GetEventRecorder("nodemirror-operator"),
-		Policy:        session.KubeconfigPolicy{AllowExecAndFiles: allowExecAndFiles},
+		Policy:        member.Policy{AllowExecAndFiles: allowExecAndFiles},
 		MemberQPS:     float32(memberQPS),
 		MemberBurst:   memberBurst,
 		Probe:         session.ProbeOptions{Interval: probeInterval, Timeout: probeTimeout, FailureThreshold: probeFailures},

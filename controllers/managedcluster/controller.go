@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/projection"
 	"github.com/nodemirror/nodemirror/internal/session"
 )
@@ -55,7 +56,7 @@ type Reconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	// Policy says which kubeconfigs are accepted.
-	Policy session.KubeconfigPolicy
+	Policy member.Policy
 	// MemberQPS and MemberBurst limit each member client.
 	MemberQPS   float32
 	MemberBurst int
@@ -179,11 +180,11 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 		return observation{session: &st}, nil
 	}
 	in, err := r.memberInput(ctx, mc)
-	if cerr := (*session.ConfigError)(nil); errors.As(err, &cerr) {
+	if refusal := (*member.Refusal)(nil); errors.As(err, &refusal) {
 		// Terminal until the Secret or the spec changes, and both are
 		// watched: no requeue, no hot loop.
 		r.sessions.stop(key)
-		return observation{configErr: cerr}, nil
+		return observation{refusal: refusal}, nil
 	} else if err != nil {
 		return observation{}, err
 	}
@@ -207,9 +208,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 			OnChange:       r.onSessionChange(key.Namespace, key.Name),
 			Log:            ctrl.Log.WithName("session"),
 		})
-		if cerr := (*session.ConfigError)(nil); errors.As(err, &cerr) {
-			return observation{configErr: cerr}, nil
-		} else if err != nil {
+		if err != nil {
 			return observation{}, err
 		}
 		current = running{session: s, hash: in.hash}

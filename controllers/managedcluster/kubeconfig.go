@@ -14,14 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
-	"github.com/nodemirror/nodemirror/internal/session"
-)
-
-// Reasons for a ManagedCluster whose input cannot be used.
-const (
-	ReasonSecretNotFound      = "SecretNotFound"
-	ReasonSecretKeyNotFound   = "SecretKeyNotFound"
-	ReasonInvalidNodeSelector = "InvalidNodeSelector"
+	"github.com/nodemirror/nodemirror/internal/member"
 )
 
 // memberInput is everything a session is started from.
@@ -34,7 +27,7 @@ type memberInput struct {
 }
 
 // memberInput reads the kubeconfig Secret and the spec into a session's
-// input. A *session.ConfigError means the input is unusable until someone
+// input. A *member.Refusal means the input is unusable until someone
 // changes it; any other error is transient.
 func (r *Reconciler) memberInput(ctx context.Context, mc *fleetv1.ManagedCluster) (*memberInput, error) {
 	secret := &corev1.Secret{}
@@ -43,14 +36,14 @@ func (r *Reconciler) memberInput(ctx context.Context, mc *fleetv1.ManagedCluster
 	// Secret of the hub in memory, only their metadata to notice changes.
 	if err := r.APIReader.Get(ctx, ref, secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, &session.ConfigError{Reason: ReasonSecretNotFound, Message: fmt.Sprintf("Secret %q not found in namespace %q", ref.Name, ref.Namespace)}
+			return nil, &member.Refusal{Reason: fleetv1.ReasonSecretNotFound, Message: fmt.Sprintf("Secret %q not found in namespace %q", ref.Name, ref.Namespace)}
 		}
 		return nil, fmt.Errorf("reading kubeconfig Secret %s: %w", ref, err)
 	}
 	key := mc.KubeconfigKey()
 	kubeconfig, ok := secret.Data[key]
 	if !ok || len(kubeconfig) == 0 {
-		return nil, &session.ConfigError{Reason: ReasonSecretKeyNotFound, Message: fmt.Sprintf("Secret %q has no key %q", ref.Name, key)}
+		return nil, &member.Refusal{Reason: fleetv1.ReasonSecretKeyNotFound, Message: fmt.Sprintf("Secret %q has no key %q", ref.Name, key)}
 	}
 	cfg, err := r.Policy.RESTConfig(kubeconfig)
 	if err != nil {
@@ -59,7 +52,7 @@ func (r *Reconciler) memberInput(ctx context.Context, mc *fleetv1.ManagedCluster
 	cfg.QPS, cfg.Burst = r.MemberQPS, r.MemberBurst
 	selector, err := metav1.LabelSelectorAsSelector(mc.Spec.NodeSelector)
 	if err != nil {
-		return nil, &session.ConfigError{Reason: ReasonInvalidNodeSelector, Message: fmt.Sprintf("spec.nodeSelector: %v", err)}
+		return nil, &member.Refusal{Reason: fleetv1.ReasonInvalidNodeSelector, Message: fmt.Sprintf("spec.nodeSelector: %v", err)}
 	}
 	spec, err := json.Marshal(struct {
 		UID      types.UID

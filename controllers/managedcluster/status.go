@@ -8,31 +8,24 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/session"
 )
 
-// Reasons of the conditions this package sets itself.
-const (
-	ReasonPaused    = "Paused"
-	ReasonMirroring = "Mirroring"
-	ReasonSyncing   = "Syncing"
-	ReasonSynced    = "Synced"
-)
-
 // observation is what one reconcile learned; setStatus turns it into status.
-// Exactly one of paused, configErr and session is set, or none when the
+// Exactly one of paused, refusal and session is set, or none when the
 // reconcile failed before it learned anything.
 type observation struct {
-	paused    bool
-	configErr *session.ConfigError
-	session   *session.Status
+	paused  bool
+	refusal *member.Refusal
+	session *session.Status
 }
 
 // stalledReasons need a change by a human: retrying alone cannot fix them.
 var stalledReasons = map[string]bool{
-	session.ReasonForbidden:     true,
-	session.ReasonUnauthorized:  true,
-	session.ReasonUntrustedCert: true,
+	fleetv1.ReasonForbidden:            true,
+	fleetv1.ReasonUnauthorized:         true,
+	fleetv1.ReasonCertificateUntrusted: true,
 }
 
 // setStatus sets observedGeneration, every owned condition and the node
@@ -47,14 +40,14 @@ func setStatus(mc *fleetv1.ManagedCluster, obs observation) {
 	case obs.paused:
 		// Paused is the state asked for: Ready, so that waiters finish.
 		msg := "mirroring is paused as asked; NodeSnapshots are kept as last seen"
-		set(fleetv1.ConditionConnected, metav1.ConditionUnknown, ReasonPaused, msg)
-		set(fleetv1.ConditionSynced, metav1.ConditionFalse, ReasonPaused, msg)
-		set(fleetv1.ConditionReady, metav1.ConditionTrue, ReasonPaused, msg)
-		set(fleetv1.ConditionReconciling, metav1.ConditionFalse, ReasonPaused, msg)
-		set(fleetv1.ConditionStalled, metav1.ConditionFalse, ReasonPaused, msg)
+		set(fleetv1.ConditionConnected, metav1.ConditionUnknown, fleetv1.ReasonPaused, msg)
+		set(fleetv1.ConditionSynced, metav1.ConditionFalse, fleetv1.ReasonPaused, msg)
+		set(fleetv1.ConditionReady, metav1.ConditionTrue, fleetv1.ReasonPaused, msg)
+		set(fleetv1.ConditionReconciling, metav1.ConditionFalse, fleetv1.ReasonPaused, msg)
+		set(fleetv1.ConditionStalled, metav1.ConditionFalse, fleetv1.ReasonPaused, msg)
 
-	case obs.configErr != nil:
-		reason, msg := obs.configErr.Reason, obs.configErr.Message
+	case obs.refusal != nil:
+		reason, msg := obs.refusal.Reason, obs.refusal.Message
 		set(fleetv1.ConditionConnected, metav1.ConditionUnknown, reason, msg)
 		set(fleetv1.ConditionSynced, metav1.ConditionFalse, reason, msg)
 		set(fleetv1.ConditionReady, metav1.ConditionFalse, reason, msg)
@@ -66,23 +59,23 @@ func setStatus(mc *fleetv1.ManagedCluster, obs observation) {
 		conn := st.Connection
 		set(fleetv1.ConditionConnected, conn.Status, conn.Reason, conn.Message)
 		if st.Synced {
-			set(fleetv1.ConditionSynced, metav1.ConditionTrue, ReasonSynced, fmt.Sprintf("initial node list mirrored (%d nodes)", st.Nodes.Total))
+			set(fleetv1.ConditionSynced, metav1.ConditionTrue, fleetv1.ReasonSynced, fmt.Sprintf("initial node list mirrored (%d nodes)", st.Nodes.Total))
 		} else {
-			set(fleetv1.ConditionSynced, metav1.ConditionFalse, ReasonSyncing, "waiting for the initial node list to be mirrored")
+			set(fleetv1.ConditionSynced, metav1.ConditionFalse, fleetv1.ReasonSyncing, "waiting for the initial node list to be mirrored")
 		}
 		var readyReason, readyMsg string
 		switch {
 		case conn.Status != metav1.ConditionTrue:
 			readyReason, readyMsg = conn.Reason, conn.Message
 		case !st.Synced:
-			readyReason, readyMsg = ReasonSyncing, "waiting for the initial node list to be mirrored"
+			readyReason, readyMsg = fleetv1.ReasonSyncing, "waiting for the initial node list to be mirrored"
 		}
 		stalled := conn.Status == metav1.ConditionFalse && stalledReasons[conn.Reason]
 		switch {
 		case readyReason == "":
-			set(fleetv1.ConditionReady, metav1.ConditionTrue, ReasonMirroring, fmt.Sprintf("mirroring %d nodes (%d ready) from %s", st.Nodes.Total, st.Nodes.Ready, st.KubernetesVersion))
-			set(fleetv1.ConditionReconciling, metav1.ConditionFalse, ReasonMirroring, "up to date")
-			set(fleetv1.ConditionStalled, metav1.ConditionFalse, ReasonMirroring, "up to date")
+			set(fleetv1.ConditionReady, metav1.ConditionTrue, fleetv1.ReasonMirroring, fmt.Sprintf("mirroring %d nodes (%d ready) from %s", st.Nodes.Total, st.Nodes.Ready, st.KubernetesVersion))
+			set(fleetv1.ConditionReconciling, metav1.ConditionFalse, fleetv1.ReasonMirroring, "up to date")
+			set(fleetv1.ConditionStalled, metav1.ConditionFalse, fleetv1.ReasonMirroring, "up to date")
 		case stalled:
 			set(fleetv1.ConditionReady, metav1.ConditionFalse, readyReason, readyMsg)
 			set(fleetv1.ConditionReconciling, metav1.ConditionFalse, readyReason, "needs a fix on the member cluster or in the kubeconfig")

@@ -13,20 +13,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
 
-// Reasons of the Connected condition.
-const (
-	ReasonHealthy       = "Healthy"
-	ReasonUnhealthy     = "Unhealthy"
-	ReasonUnreachable   = "Unreachable"
-	ReasonUnauthorized  = "Unauthorized"
-	ReasonForbidden     = "Forbidden"
-	ReasonUntrustedCert = "CertificateUntrusted"
-	ReasonConnecting    = "Connecting"
-)
-
-// Connection is what the session knows about reaching the member API server.
+// Connection is what the session knows about reaching the member API server;
+// Reason is one of the Connected reasons of api/v1alpha1.
 type Connection struct {
 	// Status is True (healthy), False (answers, but unhealthy or refusing
 	// us) or Unknown (cannot be reached, or not probed yet).
@@ -76,7 +68,7 @@ func probe(ctx context.Context, rc rest.Interface, timeout time.Duration) Connec
 // classify turns a request error into a Connection.
 func classify(err error) Connection {
 	if err == nil {
-		return Connection{metav1.ConditionTrue, ReasonHealthy, "member API server is healthy"}
+		return Connection{metav1.ConditionTrue, fleetv1.ReasonHealthy, "member API server is healthy"}
 	}
 	var (
 		status    apierrors.APIStatus
@@ -87,17 +79,17 @@ func classify(err error) Connection {
 	)
 	switch {
 	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &verify):
-		return Connection{metav1.ConditionFalse, ReasonUntrustedCert, fmt.Sprintf("member API server certificate is not trusted by the kubeconfig's CA: %v", err)}
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonCertificateUntrusted, fmt.Sprintf("member API server certificate is not trusted by the kubeconfig's CA: %v", err)}
 	case apierrors.IsUnauthorized(err):
-		return Connection{metav1.ConditionFalse, ReasonUnauthorized, fmt.Sprintf("member API server refused the kubeconfig's credentials: %v", err)}
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonUnauthorized, fmt.Sprintf("member API server refused the kubeconfig's credentials: %v", err)}
 	case apierrors.IsForbidden(err):
-		return Connection{metav1.ConditionFalse, ReasonForbidden, fmt.Sprintf("member RBAC forbids it: %v", err)}
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonForbidden, fmt.Sprintf("member RBAC forbids it: %v", err)}
 	case errors.As(err, &status) && status.Status().Code >= http.StatusInternalServerError && status.Status().Code != http.StatusGatewayTimeout:
-		return Connection{metav1.ConditionFalse, ReasonUnhealthy, "member API server reports unhealthy: " + firstLine(err.Error())}
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonUnhealthy, "member API server reports unhealthy: " + firstLine(err.Error())}
 	case errors.As(err, &status) && status.Status().Code != http.StatusGatewayTimeout && status.Status().Code != 0:
-		return Connection{metav1.ConditionFalse, ReasonUnhealthy, fmt.Sprintf("member API server answered %d: %s", status.Status().Code, firstLine(err.Error()))}
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonUnhealthy, fmt.Sprintf("member API server answered %d: %s", status.Status().Code, firstLine(err.Error()))}
 	default:
-		return Connection{metav1.ConditionUnknown, ReasonUnreachable, fmt.Sprintf("member API server unreachable, snapshots are stale: %v", err)}
+		return Connection{metav1.ConditionUnknown, fleetv1.ReasonUnreachable, fmt.Sprintf("member API server unreachable, snapshots are stale: %v", err)}
 	}
 }
 

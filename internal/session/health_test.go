@@ -11,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
 
 func TestClassify(t *testing.T) {
@@ -20,13 +22,13 @@ func TestClassify(t *testing.T) {
 		status metav1.ConditionStatus
 		reason string
 	}{
-		{"ok", nil, metav1.ConditionTrue, ReasonHealthy},
-		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}, metav1.ConditionUnknown, ReasonUnreachable},
-		{"wrong CA", fmt.Errorf("Get: %w", x509.UnknownAuthorityError{}), metav1.ConditionFalse, ReasonUntrustedCert},
-		{"unauthorized", apierrors.NewUnauthorized("no"), metav1.ConditionFalse, ReasonUnauthorized},
-		{"forbidden", apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "", errors.New("no")), metav1.ConditionFalse, ReasonForbidden},
-		{"readyz failing", apierrors.NewGenericServerResponse(http.StatusInternalServerError, "get", schema.GroupResource{}, "", "[-]etcd failed", 0, true), metav1.ConditionFalse, ReasonUnhealthy},
-		{"gateway timeout", apierrors.NewTimeoutError("slow", 1), metav1.ConditionUnknown, ReasonUnreachable},
+		{"ok", nil, metav1.ConditionTrue, fleetv1.ReasonHealthy},
+		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}, metav1.ConditionUnknown, fleetv1.ReasonUnreachable},
+		{"wrong CA", fmt.Errorf("Get: %w", x509.UnknownAuthorityError{}), metav1.ConditionFalse, fleetv1.ReasonCertificateUntrusted},
+		{"unauthorized", apierrors.NewUnauthorized("no"), metav1.ConditionFalse, fleetv1.ReasonUnauthorized},
+		{"forbidden", apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "", errors.New("no")), metav1.ConditionFalse, fleetv1.ReasonForbidden},
+		{"readyz failing", apierrors.NewGenericServerResponse(http.StatusInternalServerError, "get", schema.GroupResource{}, "", "[-]etcd failed", 0, true), metav1.ConditionFalse, fleetv1.ReasonUnhealthy},
+		{"gateway timeout", apierrors.NewTimeoutError("slow", 1), metav1.ConditionUnknown, fleetv1.ReasonUnreachable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := classify(tc.err)
@@ -39,8 +41,8 @@ func TestClassify(t *testing.T) {
 
 func TestHysteresis(t *testing.T) {
 	healthy := classify(nil)
-	lost := Connection{metav1.ConditionUnknown, ReasonUnreachable, "down"}
-	refused := Connection{metav1.ConditionFalse, ReasonForbidden, "no"}
+	lost := Connection{metav1.ConditionUnknown, fleetv1.ReasonUnreachable, "down"}
+	refused := Connection{metav1.ConditionFalse, fleetv1.ReasonForbidden, "no"}
 	h := hysteresis{threshold: 3}
 
 	if got := h.observe(lost); got != lost {

@@ -36,7 +36,7 @@ type Config struct {
 	Cluster types.NamespacedName
 	// Owner is the controller owner reference put on every snapshot.
 	Owner metav1.OwnerReference
-	// Member reaches the member API server.
+	// Member reaches the member API server (see package member).
 	Member *rest.Config
 	// Selector is the label selector sent with the member list and watch.
 	Selector string
@@ -133,7 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	member.UserAgent = "nodemirror/" + cfg.Cluster.String()
 	cs, err := kubernetes.NewForConfig(member)
 	if err != nil {
-		return nil, &ConfigError{ReasonKubeconfigInvalid, fmt.Sprintf("cannot build member client: %v", err)}
+		return nil, fmt.Errorf("cannot build member client: %w", err)
 	}
 	s := &Session{
 		cfg:     cfg,
@@ -150,7 +150,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		known:    map[string]written{},
 		received: map[string]time.Time{},
 		retrying: map[string]struct{}{},
-		probed:   Connection{metav1.ConditionUnknown, ReasonConnecting, "connecting to the member API server"},
+		probed:   Connection{metav1.ConditionUnknown, fleetv1.ReasonConnecting, "connecting to the member API server"},
 	}
 	s.informer = coreinformers.NewFilteredNodeInformer(cs, cfg.Resync, cache.Indexers{}, func(o *metav1.ListOptions) {
 		o.LabelSelector = cfg.Selector
@@ -258,7 +258,7 @@ func (s *Session) enqueue(obj any) {
 func (s *Session) watchError(ctx context.Context, r *cache.Reflector, err error) {
 	cache.DefaultWatchErrorHandler(ctx, r, err)
 	c := classify(err)
-	if c.Reason != ReasonForbidden && c.Reason != ReasonUnauthorized {
+	if c.Reason != fleetv1.ReasonForbidden && c.Reason != fleetv1.ReasonUnauthorized {
 		return // the prober reports reachability
 	}
 	c.Message = "cannot list and watch nodes: " + c.Message

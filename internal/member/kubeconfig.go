@@ -1,4 +1,4 @@
-package session
+package member
 
 import (
 	"errors"
@@ -7,27 +7,22 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
 
-// Reasons for refusing a kubeconfig; they end up as condition reasons.
-const (
-	ReasonKubeconfigInvalid     = "KubeconfigInvalid"
-	ReasonExecPluginRefused     = "ExecPluginRefused"
-	ReasonLocalFileRefused      = "LocalFileRefused"
-	ReasonCertificateDataBroken = "CertificateDataInvalid"
-)
-
-// ConfigError says why a kubeconfig cannot be used. Retrying does not help:
-// the Secret has to change.
-type ConfigError struct {
+// Refusal says why the member access given cannot be used. Retrying does
+// not help: the Secret (or the spec) has to change. Reason is one of the
+// condition reasons of api/v1alpha1.
+type Refusal struct {
 	Reason  string
 	Message string
 }
 
-func (e *ConfigError) Error() string { return e.Reason + ": " + e.Message }
+func (e *Refusal) Error() string { return e.Reason + ": " + e.Message }
 
-// KubeconfigPolicy says which kubeconfig features the operator accepts.
-type KubeconfigPolicy struct {
+// Policy says which kubeconfig features the operator accepts.
+type Policy struct {
 	// AllowExecAndFiles accepts exec and auth-provider plugins and paths to
 	// local files. Off by default: they run programs or read files of the
 	// operator's own pod on behalf of whoever can write a Secret.
@@ -36,11 +31,11 @@ type KubeconfigPolicy struct {
 
 // RESTConfig parses a kubeconfig and returns the rest.Config of its current
 // context, refusing what the policy does not allow. Every error is a
-// *ConfigError.
-func (p KubeconfigPolicy) RESTConfig(kubeconfig []byte) (*rest.Config, error) {
+// *Refusal.
+func (p Policy) RESTConfig(kubeconfig []byte) (*rest.Config, error) {
 	cfg, err := clientcmd.Load(kubeconfig)
 	if err != nil {
-		return nil, &ConfigError{ReasonKubeconfigInvalid, fmt.Sprintf("cannot parse kubeconfig: %v", err)}
+		return nil, &Refusal{fleetv1.ReasonKubeconfigInvalid, fmt.Sprintf("cannot parse kubeconfig: %v", err)}
 	}
 	ctxName := cfg.CurrentContext
 	if ctxName == "" && len(cfg.Contexts) == 1 {
@@ -50,7 +45,7 @@ func (p KubeconfigPolicy) RESTConfig(kubeconfig []byte) (*rest.Config, error) {
 	}
 	kctx, ok := cfg.Contexts[ctxName]
 	if !ok {
-		return nil, &ConfigError{ReasonKubeconfigInvalid, fmt.Sprintf("kubeconfig has no current context (current-context %q)", cfg.CurrentContext)}
+		return nil, &Refusal{fleetv1.ReasonKubeconfigInvalid, fmt.Sprintf("kubeconfig has no current context (current-context %q)", cfg.CurrentContext)}
 	}
 	if !p.AllowExecAndFiles {
 		if err := refuseExecAndFiles(cfg, kctx); err != nil {
@@ -59,12 +54,12 @@ func (p KubeconfigPolicy) RESTConfig(kubeconfig []byte) (*rest.Config, error) {
 	}
 	restCfg, err := clientcmd.NewNonInteractiveClientConfig(*cfg, ctxName, &clientcmd.ConfigOverrides{}, nil).ClientConfig()
 	if err != nil {
-		return nil, &ConfigError{ReasonKubeconfigInvalid, fmt.Sprintf("kubeconfig context %q is not usable: %v", ctxName, err)}
+		return nil, &Refusal{fleetv1.ReasonKubeconfigInvalid, fmt.Sprintf("kubeconfig context %q is not usable: %v", ctxName, err)}
 	}
 	// Fail on unparsable certificate data now, with a reason of its own,
 	// rather than on every request later.
 	if _, err := rest.TransportFor(restCfg); err != nil {
-		return nil, &ConfigError{ReasonCertificateDataBroken, fmt.Sprintf("kubeconfig context %q: %v", ctxName, err)}
+		return nil, &Refusal{fleetv1.ReasonCertificateDataInvalid, fmt.Sprintf("kubeconfig context %q: %v", ctxName, err)}
 	}
 	return restCfg, nil
 }
@@ -73,9 +68,9 @@ func refuseExecAndFiles(cfg *clientcmdapi.Config, kctx *clientcmdapi.Context) er
 	if user, ok := cfg.AuthInfos[kctx.AuthInfo]; ok {
 		switch {
 		case user.Exec != nil:
-			return &ConfigError{ReasonExecPluginRefused, fmt.Sprintf("user %q runs exec plugin %q; the operator refuses exec plugins unless started with --allow-kubeconfig-exec-and-files", kctx.AuthInfo, user.Exec.Command)}
+			return &Refusal{fleetv1.ReasonExecPluginRefused, fmt.Sprintf("user %q runs exec plugin %q; the operator refuses exec plugins unless started with --allow-kubeconfig-exec-and-files", kctx.AuthInfo, user.Exec.Command)}
 		case user.AuthProvider != nil:
-			return &ConfigError{ReasonExecPluginRefused, fmt.Sprintf("user %q uses auth provider %q; the operator refuses auth provider plugins unless started with --allow-kubeconfig-exec-and-files", kctx.AuthInfo, user.AuthProvider.Name)}
+			return &Refusal{fleetv1.ReasonExecPluginRefused, fmt.Sprintf("user %q uses auth provider %q; the operator refuses auth provider plugins unless started with --allow-kubeconfig-exec-and-files", kctx.AuthInfo, user.AuthProvider.Name)}
 		}
 		if err := refuseFiles("user "+kctx.AuthInfo, []fileField{
 			{"client-certificate", user.ClientCertificate},
@@ -105,7 +100,7 @@ func refuseFiles(owner string, fields []fileField) error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return &ConfigError{ReasonLocalFileRefused, err.Error() + "; embed the data (e.g. client-certificate-data) or start the operator with --allow-kubeconfig-exec-and-files"}
+		return &Refusal{fleetv1.ReasonLocalFileRefused, err.Error() + "; embed the data (e.g. client-certificate-data) or start the operator with --allow-kubeconfig-exec-and-files"}
 	}
 	return nil
 }

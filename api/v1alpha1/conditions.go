@@ -1,0 +1,72 @@
+package v1alpha1
+
+// Condition types a ManagedCluster reports. Ready, Reconciling and Stalled
+// follow the kstatus conventions (see ManagedClusterStatus for how kstatus
+// reads them); Connected and Synced say more about the member.
+const (
+	// ConditionReady is True when the member is reachable and its nodes are
+	// mirrored, or when the cluster is paused as asked.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while the operator works toward Ready on its own.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when progress needs a change from a human.
+	ConditionStalled = "Stalled"
+	// ConditionConnected is True when the member API server answers healthy,
+	// False when it answers but is unhealthy or refuses us, Unknown when it
+	// cannot be reached (the snapshots are then stale) or its access cannot
+	// be used.
+	ConditionConnected = "Connected"
+	// ConditionSynced is True once the initial node list has been mirrored.
+	ConditionSynced = "Synced"
+)
+
+// Reasons of a ManagedCluster's conditions. Connected carries the reason
+// that explains the others: Ready, Reconciling and Stalled repeat it while
+// the cluster is not Ready.
+const (
+	// ReasonMirroring: Ready, nodes mirrored and followed.
+	ReasonMirroring = "Mirroring"
+	// ReasonPaused: spec.paused is set; snapshots are kept as last seen.
+	ReasonPaused = "Paused"
+	// ReasonSyncing: the initial node list is being mirrored.
+	ReasonSyncing = "Syncing"
+	// ReasonSynced: the initial node list has been mirrored.
+	ReasonSynced = "Synced"
+
+	// ReasonConnecting: the first probe of the member has not answered yet.
+	ReasonConnecting = "Connecting"
+	// ReasonHealthy: the member's /readyz (or /healthz) answers ok.
+	ReasonHealthy = "Healthy"
+	// ReasonUnhealthy: the member answers, but not ok.
+	ReasonUnhealthy = "Unhealthy"
+	// ReasonUnreachable: the member cannot be reached; snapshots are stale.
+	ReasonUnreachable = "Unreachable"
+	// ReasonUnauthorized: the member refuses the kubeconfig's credentials (Stalled).
+	ReasonUnauthorized = "Unauthorized"
+	// ReasonForbidden: the member's RBAC forbids listing or watching nodes (Stalled).
+	ReasonForbidden = "Forbidden"
+	// ReasonCertificateUntrusted: the member's serving certificate is not
+	// trusted by the kubeconfig's CA (Stalled).
+	ReasonCertificateUntrusted = "CertificateUntrusted"
+
+	// Reasons the member access given cannot be used at all (Stalled until
+	// the Secret or the spec changes; both are watched).
+
+	// ReasonSecretNotFound: spec.kubeconfigSecretRef names no Secret in the namespace.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonSecretKeyNotFound: the Secret has no (or an empty) kubeconfig key.
+	ReasonSecretKeyNotFound = "SecretKeyNotFound"
+	// ReasonKubeconfigInvalid: the kubeconfig cannot be parsed or has no usable context.
+	ReasonKubeconfigInvalid = "KubeconfigInvalid"
+	// ReasonExecPluginRefused: the kubeconfig's user runs an exec or auth
+	// provider plugin, which the operator refuses by default.
+	ReasonExecPluginRefused = "ExecPluginRefused"
+	// ReasonLocalFileRefused: the kubeconfig reads the operator's local
+	// files, which the operator refuses by default.
+	ReasonLocalFileRefused = "LocalFileRefused"
+	// ReasonCertificateDataInvalid: certificate or key data in the
+	// kubeconfig cannot be parsed.
+	ReasonCertificateDataInvalid = "CertificateDataInvalid"
+	// ReasonInvalidNodeSelector: spec.nodeSelector is not a valid selector.
+	ReasonInvalidNodeSelector = "InvalidNodeSelector"
+)
