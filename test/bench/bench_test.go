@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -17,7 +18,7 @@ func TestMain(m *testing.M) {
 // TestQuickBench runs every scenario at a small size as a correctness
 // check: no timing is asserted, only what must hold at any speed.
 func TestQuickBench(t *testing.T) {
-	res, err := run(context.Background(), quick, t.Logf)
+	res, err := run(context.Background(), quick, options{}, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,5 +49,34 @@ func TestQuickBench(t *testing.T) {
 	}
 	if err := writeResults(res, t.TempDir(), false); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSelectSteps(t *testing.T) {
+	for _, tc := range []struct{ only, want string }{
+		{"", strings.Join(stepNames(), ",")},
+		{"fanout", "fanout"},
+		{"latency", "nodes,mirror,shrink,latency"},
+		{"fanout,reads", "nodes,mirror,reads,fanout"},
+		{"writes, latency", "nodes,mirror,shrink,writes,latency"},
+	} {
+		var only []string
+		if tc.only != "" {
+			only = strings.Split(tc.only, ",")
+		}
+		got, err := selectSteps(only)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, s := range got {
+			names = append(names, s.name)
+		}
+		if strings.Join(names, ",") != tc.want {
+			t.Errorf("-only %q runs %v, want %s", tc.only, names, tc.want)
+		}
+	}
+	if _, err := selectSteps([]string{"fan-out"}); err == nil || !strings.Contains(err.Error(), "fanout") {
+		t.Errorf("an unknown scenario: %v, want an error that lists the scenarios", err)
 	}
 }

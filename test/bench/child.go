@@ -3,14 +3,18 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,6 +32,10 @@ import (
 // that their heap is theirs alone. A child serves /heap (after a full GC)
 // and /requests (what it sent to the hub) on a debug address.
 const childEnv = "NODEMIRROR_BENCH_CHILD"
+
+// profileEnv set in a child's environment turns on its mutex and block
+// profiles, which cost too much to leave on while measuring.
+const profileEnv = "NODEMIRROR_BENCH_PROFILE"
 
 type heapReport struct {
 	HeapAlloc  uint64 `json:"heapAlloc"`
@@ -48,6 +56,10 @@ func runChild(role string, args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
+	if os.Getenv(profileEnv) != "" {
+		runtime.SetMutexProfileFraction(10)
+		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", args[0])
 	if err != nil {
 		return err
@@ -107,14 +119,15 @@ type child struct {
 	debug string
 }
 
-func startChild(role string, args ...string) (*child, error) {
+// startChild starts a child in role with extra environment variables env.
+func startChild(role string, env []string, args ...string) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	debug := freeAddr()
 	cmd := exec.Command(self, append([]string{"-child-args"}, args[0], debug, argOr(args, 1))...)
-	cmd.Env = append(os.Environ(), childEnv+"="+role)
+	cmd.Env = append(append(os.Environ(), childEnv+"="+role), env...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -155,6 +168,39 @@ func (c *child) requests() requestReport {
 	var r requestReport
 	_ = c.get("/requests", &r)
 	return r
+}
+
+// profile saves the child's CPU, mutex and block profiles over the next
+// seconds as dir/prefix.{cpu,mutex,block}.pprof; the function it returns
+// waits until they are saved.
+func (c *child) profile(dir, prefix string, seconds int) (wait func() error) {
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i, p := range [][2]string{{"profile", "cpu"}, {"mutex", "mutex"}, {"block", "block"}} {
+		wg.Go(func() {
+			errs[i] = c.save(fmt.Sprintf("/debug/pprof/%s?seconds=%d", p[0], seconds), filepath.Join(dir, prefix+"."+p[1]+".pprof"))
+		})
+	}
+	return func() error {
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+}
+
+func (c *child) save(path, file string) error {
+	resp, err := http.Get("http://" + c.debug + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %.300s", path, resp.Status, body)
+	}
+	return os.WriteFile(file, body, 0o644)
 }
 
 func (c *child) stop() {

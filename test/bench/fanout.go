@@ -27,8 +27,12 @@ type fanoutRun struct {
 	Expected   int     `json:"expectedDeliveries"`
 	Delivery   dist    `json:"delivery"`
 	Achieved   float64 `json:"achievedChangesPerSecond"`
-	// SidecarCores is the sidecar's CPU use while it delivered, in cores.
+	// SidecarCores is the sidecar's CPU use while the changes were made,
+	// in cores.
 	SidecarCores float64 `json:"sidecarCores"`
+	// CPUPerDelivery is the sidecar's CPU time from the first change until
+	// the last delivery (or the wait for it ended), per delivery, in µs.
+	CPUPerDelivery float64 `json:"sidecarCPUMicrosPerDelivery"`
 }
 
 // processCPU is the CPU time, in seconds, a process has used so far.
@@ -116,6 +120,11 @@ func (e *env) fanout(ctx context.Context, res *results) error {
 		first := seq
 		cpu0 := processCPU(e.sidecar.cmd.Process.Pid)
 		start := time.Now()
+		profiled := func() error { return nil }
+		if e.profile != "" {
+			// Two seconds more than the changes take, for the stragglers.
+			profiled = e.sidecar.profile(e.profile, fmt.Sprintf("sidecar-fanout-%d", clients), int(e.sz.FanoutDuration/time.Second)+2)
+		}
 		if err := paced(ctx, total, e.sz.FanoutRate, 8, func(ctx context.Context, i int) error {
 			mu.Lock()
 			seq++
@@ -140,6 +149,11 @@ func (e *env) fanout(ctx context.Context, res *results) error {
 				break
 			}
 		}
+		cpuAll := processCPU(e.sidecar.cmd.Process.Pid) - cpu0
+		if err := profiled(); err != nil {
+			stopReaders()
+			return err
+		}
 		stopReaders()
 		for _, c := range conns {
 			_ = c.CloseNow()
@@ -147,8 +161,12 @@ func (e *env) fanout(ctx context.Context, res *results) error {
 		wg.Wait()
 		r := fanoutRun{Clients: clients, Changes: seq - first, Rate: e.sz.FanoutRate, Deliveries: deliveries, Expected: expected, Delivery: summarize(lat),
 			Achieved: math.Round(float64(total)/elapsed.Seconds()*10) / 10, SidecarCores: math.Round(cpu*100) / 100}
+		if deliveries > 0 {
+			r.CPUPerDelivery = math.Round(cpuAll/float64(deliveries)*1e7) / 10
+		}
 		res.Fanout = append(res.Fanout, r)
-		e.log("  %d clients: %d/%d deliveries, p50 %.1fms p99 %.1fms; sidecar used %.2f cores", clients, deliveries, expected, r.Delivery.P50, r.Delivery.P99, r.SidecarCores)
+		e.log("  %d clients: %d/%d deliveries, p50 %.1fms p99 %.1fms; sidecar used %.2f cores, %.1f µs per delivery",
+			clients, deliveries, expected, r.Delivery.P50, r.Delivery.P99, r.SidecarCores, r.CPUPerDelivery)
 	}
 	req := e.sidecar.requests()
 	res.FanoutWatch = map[string]int{"nodesnapshots": req.SnapshotWatch, "managedclusters": req.ClusterWatch}

@@ -5,6 +5,11 @@
 // (against listing from the hub). It writes bench/results-<date>.{md,json}
 // and the README summary. `go test` runs a quick variant as a correctness
 // check (see bench_test.go).
+//
+// -only runs some scenarios (with the steps they need), for instance
+// `go run ./test/bench -only fanout`; such a partial run names its results
+// files after what it ran and leaves README.md alone. -profile saves the
+// sidecar's CPU, mutex and block profiles of each fan-out round.
 package main
 
 import (
@@ -70,6 +75,8 @@ func main() {
 	readme := flag.Bool("readme", true, "Update the benchmark summary in README.md.")
 	small := flag.Bool("quick", false, "Run the quick variant (as make test does).")
 	from := flag.String("render", "", "Do not measure: render the results files and README summary from this results JSON.")
+	only := flag.String("only", "", "Run only these scenarios, comma-separated, and what they need: "+strings.Join(stepNames(), ", ")+". Default: all.")
+	profile := flag.String("profile", "", "Save the sidecar's CPU, mutex and block profiles of each fan-out round in this directory.")
 	flag.Parse()
 	if *from != "" {
 		raw, err := os.ReadFile(*from)
@@ -92,12 +99,16 @@ func main() {
 	if *small {
 		sz = quick
 	}
-	res, err := run(ctx, sz, logf)
+	opts := options{profile: *profile}
+	if *only != "" {
+		opts.only = strings.Split(*only, ",")
+	}
+	res, err := run(ctx, sz, opts, logf)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
-	if err := writeResults(res, *out, *readme && !*small); err != nil {
+	if err := writeResults(res, *out, *readme && !*small && len(res.Scenarios) == 0); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}

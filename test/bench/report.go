@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -12,21 +13,27 @@ import (
 )
 
 // writeResults writes results-<date>.json and .md under dir, and the
-// summary into README.md between its bench markers.
+// summary into README.md between its bench markers. The files of a partial
+// run are named after its steps too, so that they never replace the day's
+// full results.
 func writeResults(res *results, dir string, readme bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	stamp := time.Now().UTC().Format("2006-01-02")
+	name := "results-" + stamp
+	if len(res.Scenarios) > 0 {
+		name += "-" + strings.Join(res.Scenarios, "+")
+	}
 	raw, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "results-"+stamp+".json"), raw, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name+".json"), raw, 0o644); err != nil {
 		return err
 	}
 	md := markdown(res)
-	if err := os.WriteFile(filepath.Join(dir, "results-"+stamp+".md"), []byte(md), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name+".md"), []byte(md), 0o644); err != nil {
 		return err
 	}
 	fmt.Print(md)
@@ -44,7 +51,7 @@ func writeResults(res *results, dir string, readme bool) error {
 	if i < 0 || j < i {
 		return fmt.Errorf("README.md has no %s … %s section", begin, end)
 	}
-	s = s[:i+len(begin)] + "\n" + summary(res, "bench/results-"+stamp+".md") + s[j:]
+	s = s[:i+len(begin)] + "\n" + summary(res, "bench/"+name+".md") + s[j:]
 	return os.WriteFile(path, []byte(s), 0o644)
 }
 
@@ -57,14 +64,25 @@ func check(ok bool) string {
 	return "**missed**"
 }
 
-// summary is the README table: each figure with its baseline and target.
+// ran reports whether a step ran.
+func (r *results) ran(step string) bool {
+	return len(r.Scenarios) == 0 || slices.Contains(r.Scenarios, step)
+}
+
+// summary is the README table: each figure with its baseline and target,
+// for the steps that ran.
 func summary(r *results, file string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Measured by `make bench` on %s (%d CPUs), %s; full tables in [%s](%s).\n\n", r.Machine, r.CPUs, r.Date, file, file)
+	how := "make bench"
+	if len(r.Scenarios) > 0 {
+		how = "go run ./test/bench -only " + strings.Join(r.Scenarios, ",")
+	}
+	fmt.Fprintf(&b, "Measured by `%s` on %s (%d CPUs), %s; full tables in [%s](%s).\n\n", how, r.Machine, r.CPUs, r.Date, file, file)
 	b.WriteString("| figure | nodemirror | baseline in the same run | target |\n|---|---|---|---|\n")
-	w := r.WriteAmp
-	fmt.Fprintf(&b, "| hub writes per heartbeat | %.3f (%d writes for %d heartbeats of %d nodes) | a naive mirror: 1 | 0: %s |\n", w.WritesPerHeartbeat, w.HeartbeatWrites, w.Heartbeats, w.Nodes, check(w.HeartbeatWrites == 0))
-	fmt.Fprintf(&b, "| hub writes per meaningful change | %.2f (%d changes, %d in bursts) | 1 | ≤ 1: %s |\n", w.WritesPerChange, w.Changes, w.BurstChanges, check(w.WritesPerChange <= 1))
+	if w := r.WriteAmp; r.ran("writes") {
+		fmt.Fprintf(&b, "| hub writes per heartbeat | %.3f (%d writes for %d heartbeats of %d nodes) | a naive mirror: 1 | 0: %s |\n", w.WritesPerHeartbeat, w.HeartbeatWrites, w.Heartbeats, w.Nodes, check(w.HeartbeatWrites == 0))
+		fmt.Fprintf(&b, "| hub writes per meaningful change | %.2f (%d changes, %d in bursts) | 1 | ≤ 1: %s |\n", w.WritesPerChange, w.Changes, w.BurstChanges, check(w.WritesPerChange <= 1))
+	}
 	for _, l := range r.Latency {
 		rate := "idle"
 		if l.TargetRate > 0 {
@@ -77,19 +95,26 @@ func summary(r *results, file string) string {
 		fmt.Fprintf(&b, "| member change → websocket client, %s | p50 %.1f ms, p99 %.1f ms | member watch (floor): p50 %.1f ms, p99 %.1f ms (×%.1f / ×%.1f) | %s |\n",
 			rate, l.Client.P50, l.Client.P99, l.Floor.P50, l.Floor.P99, l.RatioP50, l.RatioP99, target)
 	}
-	m := r.Mirror
-	fmt.Fprintf(&b, "| initial mirror, %d clusters × %d nodes | %.0f snapshots/s (%.1f s) | hub raw create: %.0f/s | — |\n", m.Clusters, m.NodesPerCluster, m.SnapshotsPerSecond, m.Seconds, m.HubCreatesPerSecond)
-	fmt.Fprintf(&b, "| member requests per cluster | %.1f lists, %.1f watches | — | 1 list, 1 watch: %s |\n", m.ListsPerCluster, m.WatchesPerCluster, check(m.ListsPerCluster <= 1 && m.WatchesPerCluster <= 1))
-	mem := r.Memory
-	fmt.Fprintf(&b, "| operator heap per mirrored node | %s at %d nodes, %s at %d | — | ≤ 4 KB: %s |\n", kb(mem.OperatorBytesPerNode1k), r.Sizes.NodesPerCluster, kb(mem.OperatorBytesPerNode10k), mem.NodesAtAll, check(mem.OperatorBytesPerNode10k <= 4096 && mem.OperatorBytesPerNode1k <= 4096))
-	fmt.Fprintf(&b, "| sidecar memory per idle client | %s heap + %s goroutine stacks | — | ≤ 64 KB: %s |\n", kb(mem.SidecarHeapPerClient), kb(mem.SidecarStackPerClient), check(mem.SidecarHeapPerClient+mem.SidecarStackPerClient <= 64*1024))
-	fmt.Fprintf(&b, "| NodeSnapshot JSON size | median %s, p99 %s | full Node: median %s, p99 %s | median ≤ 1.5 KB: %s |\n", kb(float64(mem.SnapshotJSONMedian)), kb(float64(mem.SnapshotJSONP99)), kb(float64(mem.NodeJSONMedian)), kb(float64(mem.NodeJSONP99)), check(mem.SnapshotJSONMedian <= 1536))
+	m, mem := r.Mirror, r.Memory
+	if r.ran("mirror") {
+		fmt.Fprintf(&b, "| initial mirror, %d clusters × %d nodes | %.0f snapshots/s (%.1f s) | hub raw create: %.0f/s | — |\n", m.Clusters, m.NodesPerCluster, m.SnapshotsPerSecond, m.Seconds, m.HubCreatesPerSecond)
+		fmt.Fprintf(&b, "| member requests per cluster | %.1f lists, %.1f watches | — | 1 list, 1 watch: %s |\n", m.ListsPerCluster, m.WatchesPerCluster, check(m.ListsPerCluster <= 1 && m.WatchesPerCluster <= 1))
+	}
+	if r.ran("memory") && r.ran("mirror") {
+		fmt.Fprintf(&b, "| operator heap per mirrored node | %s at %d nodes, %s at %d | — | ≤ 4 KB: %s |\n", kb(mem.OperatorBytesPerNode1k), r.Sizes.NodesPerCluster, kb(mem.OperatorBytesPerNode10k), mem.NodesAtAll, check(mem.OperatorBytesPerNode10k <= 4096 && mem.OperatorBytesPerNode1k <= 4096))
+	}
+	if r.ran("fanout") {
+		fmt.Fprintf(&b, "| sidecar memory per idle client | %s heap + %s goroutine stacks | — | ≤ 64 KB: %s |\n", kb(mem.SidecarHeapPerClient), kb(mem.SidecarStackPerClient), check(mem.SidecarHeapPerClient+mem.SidecarStackPerClient <= 64*1024))
+	}
+	if r.ran("mirror") {
+		fmt.Fprintf(&b, "| NodeSnapshot JSON size | median %s, p99 %s | full Node: median %s, p99 %s | median ≤ 1.5 KB: %s |\n", kb(float64(mem.SnapshotJSONMedian)), kb(float64(mem.SnapshotJSONP99)), kb(float64(mem.NodeJSONMedian)), kb(float64(mem.NodeJSONP99)), check(mem.SnapshotJSONMedian <= 1536))
+	}
 	for _, f := range r.Fanout {
 		target := "—"
 		if f.Clients == r.Sizes.FanoutClients[len(r.Sizes.FanoutClients)-1] && f.Clients >= 1000 {
 			target = fmt.Sprintf("p99 ≤ 100 ms: %s", check(f.Delivery.P99 <= 100 && f.Deliveries == f.Expected))
 		}
-		fmt.Fprintf(&b, "| fan-out to %d clients at %d changes/s (achieved %.0f) | p50 %.1f ms, p99 %.1f ms (%d/%d delivered; sidecar CPU %.2f cores) | hub watches open: %d + %d | %s |\n", f.Clients, f.Rate, f.Achieved, f.Delivery.P50, f.Delivery.P99, f.Deliveries, f.Expected, f.SidecarCores, r.FanoutWatch["nodesnapshots"], r.FanoutWatch["managedclusters"], target)
+		fmt.Fprintf(&b, "| fan-out to %d clients at %d changes/s (achieved %.0f) | p50 %.1f ms, p99 %.1f ms (%d/%d delivered; sidecar CPU %.2f cores, %.1f µs per delivery) | hub watches open: %d + %d | %s |\n", f.Clients, f.Rate, f.Achieved, f.Delivery.P50, f.Delivery.P99, f.Deliveries, f.Expected, f.SidecarCores, f.CPUPerDelivery, r.FanoutWatch["nodesnapshots"], r.FanoutWatch["managedclusters"], target)
 	}
 	for i, rd := range r.Reads {
 		target := "—"
@@ -107,12 +132,15 @@ func markdown(r *results) string {
 	fmt.Fprintf(&b, "# nodemirror benchmark results\n\n%s, %s, %d CPUs. Every figure has its baseline from the same run; see `test/bench` for how each is measured.\n\n", r.Date, r.Machine, r.CPUs)
 	b.WriteString("## Summary\n\n")
 	b.WriteString(summary(r, "this file"))
-	b.WriteString("\n## Propagation latency by hop (ms)\n\n| rate | sent | member watch p50/p99 | hub watch p50/p99 | client p50/p95/p99 | operator hop p50/p99 | sidecar hop p50/p99 |\n|---|---|---|---|---|---|---|\n")
-	for _, l := range r.Latency {
-		fmt.Fprintf(&b, "| %d/s (achieved %.0f) | %d | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f / %.1f (%d received) | %.1f / %.1f | %.1f / %.1f |\n",
-			l.TargetRate, l.AchievedRate, l.Sent, l.Floor.P50, l.Floor.P99, l.Hub.P50, l.Hub.P99, l.Client.P50, l.Client.P95, l.Client.P99, l.Client.N, l.OperatorHop.P50, l.OperatorHop.P99, l.SidecarHop.P50, l.SidecarHop.P99)
+	if len(r.Latency) > 0 {
+		b.WriteString("\n## Propagation latency by hop (ms)\n\n| rate | sent | member watch p50/p99 | hub watch p50/p99 | client p50/p95/p99 | operator hop p50/p99 | sidecar hop p50/p99 |\n|---|---|---|---|---|---|---|\n")
+		for _, l := range r.Latency {
+			fmt.Fprintf(&b, "| %d/s (achieved %.0f) | %d | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f / %.1f (%d received) | %.1f / %.1f | %.1f / %.1f |\n",
+				l.TargetRate, l.AchievedRate, l.Sent, l.Floor.P50, l.Floor.P99, l.Hub.P50, l.Hub.P99, l.Client.P50, l.Client.P95, l.Client.P99, l.Client.N, l.OperatorHop.P50, l.OperatorHop.P99, l.SidecarHop.P50, l.SidecarHop.P99)
+		}
+		b.WriteString("\n(Rate 0 is one change at a time, each waited for.)\n")
 	}
-	b.WriteString("\n(Rate 0 is one change at a time, each waited for.)\n\n## Sizes used\n\n```json\n")
+	b.WriteString("\n## Sizes used\n\n```json\n")
 	sz, _ := json.MarshalIndent(r.Sizes.readable(), "", "  ")
 	b.Write(sz)
 	b.WriteString("\n```\n")

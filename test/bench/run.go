@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +41,8 @@ type results struct {
 	FanoutWatch map[string]int `json:"fanoutHubWatches"`
 	Reads       []readRun      `json:"reads"`
 	Notes       []string       `json:"notes,omitempty"`
+	// Scenarios are the steps that ran, when not all did.
+	Scenarios []string `json:"scenarios,omitempty"`
 }
 
 type writeAmp struct {
@@ -89,41 +93,114 @@ type env struct {
 	dir       string
 	// operatorBase is the operator's heap with nothing to mirror.
 	operatorBase float64
+	// profile is where the fan-out rounds save the sidecar's profiles.
+	profile string
 }
 
-func run(ctx context.Context, sz sizes, log func(string, ...any)) (*results, error) {
+// options are the choices of one run besides its sizes.
+type options struct {
+	// only names the scenarios to run, with the steps they need; all when
+	// empty.
+	only []string
+	// profile, if set, is the directory for the sidecar's profiles of each
+	// fan-out round.
+	profile string
+}
+
+// step is one part of a run. The steps run in this order, and each one
+// needs the steps in needs to have run before it: the latency and write
+// scenarios, for instance, measure the one cluster that the initial mirror
+// and the shrink leave.
+type step struct {
+	name, title string
+	needs       []string
+	fn          func(*env, context.Context, *results) error
+}
+
+var steps = []step{
+	{"nodes", "member nodes", nil, (*env).createNodes},
+	{"memory", "memory at one cluster", []string{"nodes"}, (*env).memoryAtOneCluster},
+	{"mirror", "initial mirror", []string{"nodes"}, (*env).initialMirror},
+	{"reads", "reads", []string{"mirror"}, (*env).reads},
+	{"shrink", "back to one cluster", []string{"mirror"}, (*env).shrinkToOneCluster},
+	{"writes", "write amplification", []string{"shrink"}, (*env).writeAmplification},
+	{"latency", "propagation latency", []string{"shrink"}, (*env).latency},
+	{"fanout", "fan-out", nil, (*env).fanout},
+}
+
+func stepNames() []string {
+	var names []string
+	for _, s := range steps {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+// selectSteps returns the steps named in only and those they need, in run
+// order; every step when only is empty.
+func selectSteps(only []string) ([]step, error) {
+	if len(only) == 0 {
+		return steps, nil
+	}
+	want := map[string]bool{}
+	for _, name := range only {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(stepNames(), name) {
+			return nil, fmt.Errorf("unknown scenario %q: the scenarios are %s", name, strings.Join(stepNames(), ", "))
+		}
+		want[name] = true
+	}
+	// A step only needs earlier ones, so one pass backwards finds them all.
+	for i := len(steps) - 1; i >= 0; i-- {
+		if want[steps[i].name] {
+			for _, n := range steps[i].needs {
+				want[n] = true
+			}
+		}
+	}
+	var out []step
+	for _, s := range steps {
+		if want[s.name] {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func run(ctx context.Context, sz sizes, opts options, log func(string, ...any)) (*results, error) {
 	res := &results{Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Machine: machine(), CPUs: runtime.NumCPU(), Sizes: sz}
-	e, cleanup, err := setup(ctx, sz, log)
+	todo, err := selectSteps(opts.only)
+	if err != nil {
+		return nil, err
+	}
+	if len(todo) < len(steps) {
+		for _, s := range todo {
+			res.Scenarios = append(res.Scenarios, s.name)
+		}
+	}
+	if opts.profile != "" {
+		if err := os.MkdirAll(opts.profile, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	e, cleanup, err := setup(ctx, sz, opts, log)
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
-	steps := []struct {
-		name string
-		fn   func(context.Context, *results) error
-	}{
-		{"member nodes", e.createNodes},
-		{"memory at one cluster", e.memoryAtOneCluster},
-		{"initial mirror", e.initialMirror},
-		{"reads", e.reads},
-		{"back to one cluster", e.shrinkToOneCluster},
-		{"write amplification", e.writeAmplification},
-		{"propagation latency", e.latency},
-		{"fan-out", e.fanout},
-	}
-	for _, s := range steps {
+	for _, s := range todo {
 		start := time.Now()
-		log("— %s", s.name)
-		if err := s.fn(ctx, res); err != nil {
-			return res, fmt.Errorf("%s: %w", s.name, err)
+		log("— %s", s.title)
+		if err := s.fn(e, ctx, res); err != nil {
+			return res, fmt.Errorf("%s: %w", s.title, err)
 		}
-		log("  %s done in %s", s.name, time.Since(start).Round(100*time.Millisecond))
+		log("  %s done in %s", s.title, time.Since(start).Round(100*time.Millisecond))
 	}
 	return res, nil
 }
 
 // setup starts the hub, the members, the operator and the sidecar.
-func setup(ctx context.Context, sz sizes, log func(string, ...any)) (_ *env, cleanup func(), err error) {
+func setup(ctx context.Context, sz sizes, opts options, log func(string, ...any)) (_ *env, cleanup func(), err error) {
 	if err := framework.CheckAssets(); err != nil {
 		return nil, nil, err
 	}
@@ -138,7 +215,7 @@ func setup(ctx context.Context, sz sizes, log func(string, ...any)) (_ *env, cle
 			cleanup()
 		}
 	}()
-	e := &env{sz: sz, log: log}
+	e := &env{sz: sz, log: log, profile: opts.profile}
 	if e.dir, err = os.MkdirTemp("", "nodemirror-bench-"); err != nil {
 		return nil, nil, err
 	}
@@ -174,12 +251,16 @@ func setup(ctx context.Context, sz sizes, log func(string, ...any)) (_ *env, cle
 	if err := os.WriteFile(hubKubeconfig, raw, 0o600); err != nil {
 		return nil, nil, err
 	}
-	if e.operator, err = startChild("operator", hubKubeconfig); err != nil {
+	if e.operator, err = startChild("operator", nil, hubKubeconfig); err != nil {
 		return nil, nil, err
 	}
 	undo = append(undo, e.operator.stop)
 	e.sidecarAt = freeAddr()
-	if e.sidecar, err = startChild("sidecar", hubKubeconfig, e.sidecarAt); err != nil {
+	var sidecarEnv []string
+	if opts.profile != "" {
+		sidecarEnv = []string{profileEnv + "=1"}
+	}
+	if e.sidecar, err = startChild("sidecar", sidecarEnv, hubKubeconfig, e.sidecarAt); err != nil {
 		return nil, nil, err
 	}
 	undo = append(undo, e.sidecar.stop)
