@@ -123,7 +123,7 @@ func (r *Reconciler) snapshotDeleted(_ context.Context, e event.TypedDeleteEvent
 		return
 	}
 	if running, ok := r.sessions.get(client.ObjectKey{Namespace: e.Object.GetNamespace(), Name: cluster}); ok {
-		running.session.Forget(e.Object.GetName())
+		running.session.SnapshotLost(e.Object.GetName())
 	}
 }
 

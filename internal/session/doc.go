@@ -13,11 +13,21 @@
 //	                                             ▼
 //	             worker: projection.Project → Digest == known? skip : write
 //
+// Files by job: session.go (lifecycle, informer and queue wiring, status
+// roll-up), node.go (what the informer keeps of a node: the transform),
+// writer.go (the hub side: seed, sync, what the hub holds per node),
+// health.go (probing and classifying member answers), loops.go (the probe
+// and notify loops), metrics.go.
+//
 // The writer knows, per node, the digest and resourceVersion of the snapshot
-// it last wrote (seeded by one list of the cluster's snapshots at start), so
-// heartbeats, resourceVersion bumps and resyncs cost no hub request at all.
+// the hub holds (seeded by one metadata-only list of the cluster's snapshots
+// at start, keyed by the node-name annotation), so heartbeats,
+// resourceVersion bumps and resyncs cost no hub request at all.
 //
 // The prober asks the member's /readyz (falling back to /healthz) and turns
 // answers into the Connected condition with a failure threshold, so one lost
 // probe does not flap it.
+//
+// A session is given a *rest.Config: turning a tenant's kubeconfig into one
+// is package member's job.
 package session

@@ -57,10 +57,7 @@ func (s *Session) transform(obj any) (any, error) {
 		digest:     projection.Digest(&st),
 		summary:    summarize(node),
 	}
-	s.mu.Lock()
-	upToDate := s.known[node.Name].digest == m.digest
-	s.mu.Unlock()
-	if !upToDate {
+	if !s.writer.holds(node.Name, m.digest) {
 		m.pending.Store(&st)
 	}
 	return m, nil

@@ -1,0 +1,299 @@
+package session
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/projection"
+)
+
+// writer makes one cluster's NodeSnapshots on the hub match its nodes as
+// the session's informer holds them. It remembers what the hub holds per
+// node, so that a node whose digest has not moved costs no hub request.
+type writer struct {
+	cluster   types.NamespacedName
+	owner     metav1.OwnerReference
+	filter    projection.Filter
+	hub       client.Client
+	hubReader client.Reader
+	// node returns the informer's view of a member node.
+	node func(name string) (*mirroredNode, bool, error)
+	// getNode reads a member node itself, for a snapshot the hub lost after
+	// its projection was dropped from memory.
+	getNode func(ctx context.Context, name string) (*corev1.Node, error)
+	metrics *clusterMetrics
+	clock   clock.PassiveClock
+
+	// mu guards the maps below. Workers change them as they write; the
+	// informer's transform, the enqueue handler and the session's sync
+	// check read them.
+	mu sync.Mutex
+	// onHub is, per node name, the snapshot the hub holds.
+	onHub map[string]hubSnapshot
+	// pendingSince is, per node name, when its oldest change not yet
+	// written arrived: the start of its propagation lag.
+	pendingSince map[string]time.Time
+	// failing holds the nodes whose last write failed and will be retried.
+	failing map[string]struct{}
+}
+
+// hubSnapshot is what the writer knows of a snapshot on the hub.
+type hubSnapshot struct {
+	name            string
+	digest          string
+	resourceVersion string
+}
+
+// newWriter completes a writer whose dependencies are set.
+func newWriter(w *writer) *writer {
+	w.onHub = map[string]hubSnapshot{}
+	w.pendingSince = map[string]time.Time{}
+	w.failing = map[string]struct{}{}
+	return w
+}
+
+// seed learns which snapshots of this cluster the hub holds, from one
+// paginated metadata-only list.
+func (w *writer) seed(ctx context.Context) error {
+	onHub := map[string]hubSnapshot{}
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshotList"))
+	opts := []client.ListOption{
+		client.InNamespace(w.cluster.Namespace),
+		client.MatchingLabels{fleetv1.ClusterLabel: w.cluster.Name},
+		client.Limit(500),
+	}
+	for {
+		if err := w.hubReader.List(ctx, list, opts...); err != nil {
+			return err
+		}
+		for i := range list.Items {
+			m := &list.Items[i]
+			node, err := w.nodeNameOf(ctx, m)
+			if err != nil {
+				return err
+			}
+			onHub[node] = hubSnapshot{name: m.Name, digest: m.Annotations[fleetv1.DigestAnnotation], resourceVersion: m.ResourceVersion}
+		}
+		if list.Continue == "" {
+			break
+		}
+		opts = append(opts[:3:3], client.Continue(list.Continue))
+	}
+	w.mu.Lock()
+	w.onHub = onHub
+	w.metrics.nodes.Set(float64(len(onHub)))
+	w.mu.Unlock()
+	return nil
+}
+
+// nodeNameOf is the member node a snapshot mirrors. Its name cannot tell:
+// a hashed fallback name can read like "<cluster>.<another node>". Snapshots
+// written before the node-name annotation existed are read once in full.
+func (w *writer) nodeNameOf(ctx context.Context, m *metav1.PartialObjectMetadata) (string, error) {
+	if node := m.Annotations[fleetv1.NodeNameAnnotation]; node != "" {
+		return node, nil
+	}
+	snap := &fleetv1.NodeSnapshot{}
+	if err := w.hubReader.Get(ctx, client.ObjectKeyFromObject(m), snap); err != nil {
+		return "", err
+	}
+	return snap.Spec.NodeName, nil
+}
+
+// holds reports whether the hub's snapshot of node is at digest.
+func (w *writer) holds(node, digest string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.onHub[node].digest == digest
+}
+
+// changed notes that node changed on the member, for the propagation lag.
+func (w *writer) changed(node string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.pendingSince[node]; !ok {
+		w.pendingSince[node] = w.clock.Now()
+	}
+}
+
+// lost forgets the snapshot the hub no longer holds (someone deleted it)
+// and returns the node it mirrored, to be written again.
+func (w *writer) lost(snapshotName string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for node, h := range w.onHub {
+		if h.name == snapshotName {
+			delete(w.onHub, node)
+			return node, true
+		}
+	}
+	return "", false
+}
+
+// vanished lists the nodes the hub holds a snapshot of but the informer
+// does not know: they were deleted while nobody watched.
+func (w *writer) vanished() []string {
+	w.mu.Lock()
+	held := slices.Collect(maps.Keys(w.onHub))
+	w.mu.Unlock()
+	var out []string
+	for _, node := range held {
+		if _, exists, _ := w.node(node); !exists {
+			out = append(out, node)
+		}
+	}
+	return out
+}
+
+// settled reports whether no write is waiting for a retry.
+func (w *writer) settled() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.failing) == 0
+}
+
+// sync makes the hub's snapshot of one node match the informer's view of
+// it, and remembers whether it must be retried.
+func (w *writer) sync(ctx context.Context, node string) error {
+	err := w.syncNode(ctx, node)
+	w.mu.Lock()
+	if err != nil {
+		w.failing[node] = struct{}{}
+	} else {
+		delete(w.failing, node)
+	}
+	w.mu.Unlock()
+	return err
+}
+
+func (w *writer) syncNode(ctx context.Context, node string) error {
+	m, exists, err := w.node(node)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	have, onHub := w.onHub[node]
+	w.mu.Unlock()
+
+	if !exists {
+		if onHub {
+			snap := &fleetv1.NodeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: have.name, Namespace: w.cluster.Namespace}}
+			if err := w.hub.Delete(ctx, snap); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+			w.metrics.deletes.Inc()
+		}
+		w.wrote(node, nil)
+		return nil
+	}
+	if onHub && have.digest == m.digest {
+		w.metrics.skipped.Inc()
+		w.mu.Lock()
+		delete(w.pendingSince, node)
+		w.mu.Unlock()
+		return nil
+	}
+	status, digest := m.pending.Load(), m.digest
+	if status == nil {
+		// Written once, then lost on the hub (see lost): the projection
+		// is gone from memory, so read the node once more.
+		n, err := w.getNode(ctx, node)
+		if apierrors.IsNotFound(err) {
+			return nil // its delete event is on the way
+		} else if err != nil {
+			return err
+		}
+		st := projection.Project(n, w.filter)
+		status, digest = &st, projection.Digest(&st)
+	}
+	snap := w.snapshot(node, *status, digest)
+	if !onHub {
+		err = w.hub.Create(ctx, snap)
+		if err == nil {
+			w.metrics.creates.Inc()
+		}
+	} else {
+		snap.Name, snap.ResourceVersion = have.name, have.resourceVersion
+		err = w.hub.Update(ctx, snap)
+		if err == nil {
+			w.metrics.updates.Inc()
+		}
+	}
+	switch {
+	case apierrors.IsAlreadyExists(err), apierrors.IsConflict(err), apierrors.IsNotFound(err):
+		// The hub holds something other than we thought: learn what, then retry.
+		if rerr := w.refresh(ctx, node, snap.Name); rerr != nil {
+			return rerr
+		}
+		return err
+	case err != nil:
+		return err
+	}
+	w.wrote(node, &hubSnapshot{name: snap.Name, digest: digest, resourceVersion: snap.ResourceVersion})
+	// Keep the projection if a newer one replaced it meanwhile.
+	m.pending.CompareAndSwap(status, nil)
+	return nil
+}
+
+// wrote records what the hub now holds for a node (nil: nothing) and
+// observes the propagation lag of the change.
+func (w *writer) wrote(node string, h *hubSnapshot) {
+	now := w.clock.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if h == nil {
+		delete(w.onHub, node)
+	} else {
+		w.onHub[node] = *h
+	}
+	if t, ok := w.pendingSince[node]; ok {
+		w.metrics.lag.Observe(now.Sub(t).Seconds())
+		delete(w.pendingSince, node)
+	}
+	w.metrics.nodes.Set(float64(len(w.onHub)))
+}
+
+// refresh reads what the hub holds under a snapshot name after a write was
+// refused because the writer's knowledge was stale.
+func (w *writer) refresh(ctx context.Context, node, name string) error {
+	snap := &metav1.PartialObjectMetadata{}
+	snap.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshot"))
+	err := w.hubReader.Get(ctx, types.NamespacedName{Namespace: w.cluster.Namespace, Name: name}, snap)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case apierrors.IsNotFound(err):
+		delete(w.onHub, node)
+	case err != nil:
+		return err
+	default:
+		w.onHub[node] = hubSnapshot{name: name, digest: snap.Annotations[fleetv1.DigestAnnotation], resourceVersion: snap.ResourceVersion}
+	}
+	return nil
+}
+
+func (w *writer) snapshot(node string, status fleetv1.NodeSnapshotStatus, digest string) *fleetv1.NodeSnapshot {
+	return &fleetv1.NodeSnapshot{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            projection.SnapshotName(w.cluster.Name, node),
+			Namespace:       w.cluster.Namespace,
+			Labels:          map[string]string{fleetv1.ClusterLabel: w.cluster.Name},
+			Annotations:     map[string]string{fleetv1.DigestAnnotation: digest, fleetv1.NodeNameAnnotation: node},
+			OwnerReferences: []metav1.OwnerReference{w.owner},
+		},
+		Spec:   fleetv1.NodeSnapshotSpec{ClusterName: w.cluster.Name, NodeName: node},
+		Status: status,
+	}
+}
