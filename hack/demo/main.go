@@ -28,8 +28,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/nodemirror/nodemirror/internal/dev/controlplane"
 	"github.com/nodemirror/nodemirror/internal/simulator"
-	"github.com/nodemirror/nodemirror/test/framework"
 )
 
 var members = []string{"east", "west"}
@@ -83,31 +83,31 @@ func run(ctx context.Context, o options) (err error) {
 			return err
 		}
 	}
-	if err := framework.CheckAssets(); err != nil {
+	if err := controlplane.CheckAssets(); err != nil {
 		return err
 	}
 	d.kubectl = filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
 	start := time.Now()
 
 	status("starting a hub and %d member control planes", len(members))
-	hub, err := framework.InDir(framework.NewHub(), filepath.Join(d.run, "hub"))
+	hub, err := controlplane.InDir(controlplane.NewHub(), filepath.Join(d.run, "hub"))
 	if err != nil {
 		return err
 	}
 	d.envs = append(d.envs, hub)
 	for _, m := range members {
-		env, err := framework.InDir(framework.NewMember(), filepath.Join(d.run, m))
+		env, err := controlplane.InDir(controlplane.NewMember(), filepath.Join(d.run, m))
 		if err != nil {
 			return err
 		}
 		d.envs = append(d.envs, env)
 	}
-	cfgs, err := framework.StartAll(d.envs...)
+	cfgs, err := controlplane.StartAll(d.envs...)
 	if err != nil {
 		return err
 	}
 	hubKubeconfig := filepath.Join(d.run, "hub.kubeconfig")
-	raw, err := framework.Kubeconfig(hub, "demo-admin", []string{"system:masters"}, "")
+	raw, err := controlplane.Kubeconfig(hub, "demo-admin", []string{"system:masters"}, "")
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	for i, m := range members {
 		memberAdmin := filepath.Join(d.run, m+"-admin.kubeconfig")
-		raw, err := framework.Kubeconfig(d.envs[i+1], m+"-admin", []string{"system:masters"}, "")
+		raw, err := controlplane.Kubeconfig(d.envs[i+1], m+"-admin", []string{"system:masters"}, "")
 		if err != nil {
 			return err
 		}
@@ -129,7 +129,7 @@ func run(ctx context.Context, o options) (err error) {
 			return err
 		}
 		// The member grants the hub a read-only identity (config/member)...
-		if _, err := d.kubectlRun(memberAdmin, "", "apply", "-k", filepath.Join(framework.RepoRoot(), "config", "member")); err != nil {
+		if _, err := d.kubectlRun(memberAdmin, "", "apply", "-k", filepath.Join(controlplane.RepoRoot(), "config", "member")); err != nil {
 			return err
 		}
 		token, err := d.kubectlRun(memberAdmin, "", "-n", "nodemirror-member", "create", "token", "nodemirror-hub", "--duration=24h")
@@ -151,10 +151,10 @@ func run(ctx context.Context, o options) (err error) {
 	}
 
 	status("building and starting the operator and the sidecar (logs in %s)", d.logs)
-	bin := filepath.Join(framework.RepoRoot(), "bin")
+	bin := filepath.Join(controlplane.RepoRoot(), "bin")
 	for _, c := range []string{"operator", "sidecar"} {
 		build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, "nodemirror-"+c), "./cmd/"+c)
-		build.Dir = framework.RepoRoot()
+		build.Dir = controlplane.RepoRoot()
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("building %s: %v\n%s", c, err, out)
 		}
@@ -196,7 +196,7 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 	rel := func(p string) string {
-		if r, err := filepath.Rel(framework.RepoRoot(), p); err == nil && !strings.HasPrefix(r, "..") {
+		if r, err := filepath.Rel(controlplane.RepoRoot(), p); err == nil && !strings.HasPrefix(r, "..") {
 			return r
 		}
 		return p
@@ -279,7 +279,7 @@ func (d *demo) cleanup() {
 			<-done
 		}
 	}
-	framework.StopAll(d.envs...)
+	controlplane.StopAll(d.envs...)
 	_ = os.RemoveAll(d.run)
 }
 
