@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -140,40 +141,9 @@ func (f *fixture) eventReasons(cluster string) func() []string {
 
 func (f *fixture) snapshotWrites() int { return hubRequests.Writes(f.ns, "nodesnapshots") }
 
-// metric reads a per-cluster counter or gauge from the operator's registry.
+// metric reads a per-cluster series from the operator's registry.
 func metric(name, cluster string, extra ...string) float64 {
-	families, err := ctrlmetrics.Registry.Gather()
-	Expect(err).NotTo(HaveOccurred())
-	want := map[string]string{"cluster": cluster}
-	for i := 0; i+1 < len(extra); i += 2 {
-		want[extra[i]] = extra[i+1]
-	}
-	for _, fam := range families {
-		if fam.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range fam.GetMetric() {
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if got[k] != v {
-					continue next
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return 0
+	return framework.Metric(GinkgoTB(), ctrlmetrics.Registry, name, append([]string{"cluster", cluster}, extra...)...)
 }
 
 func keyOf(f *fixture, cluster string) string { return fmt.Sprintf("%s/%s", f.ns, cluster) }

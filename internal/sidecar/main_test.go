@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -15,21 +14,13 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/go-logr/logr/testr"
-	"github.com/prometheus/client_golang/prometheus"
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/internal/protocol"
 	"github.com/nodemirror/nodemirror/internal/sidecar"
 	"github.com/nodemirror/nodemirror/test/framework"
@@ -40,61 +31,36 @@ var (
 	hubCfg *rest.Config
 	hub    client.Client
 	hubCS  kubernetes.Interface
-	// Tokens: alice may list in team-a only; admin may list everywhere.
+	// Tokens: alice views team-a through the shipped viewer role; admin
+	// may do anything anywhere.
 	aliceToken, adminToken string
 )
 
+// aliceNamespace is where alice may look; tests keep apart by cluster names.
+const aliceNamespace = "team-a"
+
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(framework.RunWithHub(m, func(cfg *rest.Config) error {
+		hubCfg = cfg
+		var err error
+		if hub, err = client.New(cfg, client.Options{Scheme: framework.Scheme()}); err != nil {
+			return err
+		}
+		hubCS = kubernetes.NewForConfigOrDie(cfg)
+		return setupRBAC(context.Background())
+	}))
 }
-
-func run(m *testing.M) int {
-	if err := framework.CheckAssets(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	env := framework.NewHub()
-	cfgs, err := framework.StartAll(env)
-	defer framework.StopAll(env)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	hubCfg = cfgs[0]
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = fleetv1.AddToScheme(scheme)
-	hub, _ = client.New(hubCfg, client.Options{Scheme: scheme})
-	hubCS = kubernetes.NewForConfigOrDie(hubCfg)
-	if err := setupRBAC(context.Background(), envOf(env)); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
-}
-
-func envOf(e *envtest.Environment) *envtest.Environment { return e }
 
 // setupRBAC creates namespaces team-a and team-b, ServiceAccount alice who
-// may list NodeSnapshots and ManagedClusters in team-a, and an admin.
-func setupRBAC(ctx context.Context, _ *envtest.Environment) error {
+// views team-a, and an admin.
+func setupRBAC(ctx context.Context) error {
 	for _, ns := range []string{"team-a", "team-b"} {
 		if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return err
 		}
 	}
 	objs := []client.Object{
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "alice"}},
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "admin"}},
-		&rbacv1.Role{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "fleet-viewer"},
-			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{fleetv1.GroupVersion.Group}, Resources: []string{"nodesnapshots", "managedclusters"}, Verbs: []string{"get", "list", "watch"}}},
-		},
-		&rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "alice-views"},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "fleet-viewer"},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "team-a", Name: "alice"}},
-		},
 		&rbacv1.ClusterRoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: "sidecar-test-admin"},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
@@ -107,121 +73,19 @@ func setupRBAC(ctx context.Context, _ *envtest.Environment) error {
 		}
 	}
 	var err error
-	if aliceToken, err = token(ctx, "team-a", "alice"); err != nil {
+	if aliceToken, err = framework.ViewerToken(ctx, hubCS, aliceNamespace, "alice"); err != nil {
 		return err
 	}
-	adminToken, err = token(ctx, "team-a", "admin")
+	adminToken, err = framework.Token(ctx, hubCS, "team-a", "admin")
 	return err
 }
 
-func token(ctx context.Context, ns, sa string) (string, error) {
-	tr, err := hubCS.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("token for %s/%s: %w", ns, sa, err)
-	}
-	return tr.Status.Token, nil
-}
-
 // testSidecar is a running sidecar with its own metrics and request counter.
-type testSidecar struct {
-	url      string // http://host:port
-	requests *framework.RequestCounter
-	registry *prometheus.Registry
-}
+type testSidecar = framework.Sidecar
 
 func startSidecar(t *testing.T, opts sidecar.Options) *testSidecar {
 	t.Helper()
-	ts := startSidecarVia(t, opts, nil)
-	waitFor(t, 10*time.Second, func() bool {
-		resp, err := http.Get(ts.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, "sidecar ready")
-	return ts
-}
-
-// startSidecarVia starts a sidecar whose hub requests pass through wrap
-// (when not nil), and returns without waiting for it to be ready.
-func startSidecarVia(t *testing.T, opts sidecar.Options, wrap func(http.RoundTripper) http.RoundTripper) *testSidecar {
-	t.Helper()
-	ts := &testSidecar{requests: &framework.RequestCounter{}, registry: prometheus.NewRegistry()}
-	cfg := rest.CopyConfig(hubCfg)
-	cfg.WrapTransport = ts.requests.Wrap
-	if wrap != nil {
-		cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return wrap(ts.requests.Wrap(rt)) }
-	}
-	opts.Registerer, opts.Gatherer = ts.registry, ts.registry
-	opts.Log = testr.NewWithOptions(t, testr.Options{Verbosity: 1})
-	s, err := sidecar.New(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.url = "http://" + l.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("sidecar: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("sidecar did not stop within 10s")
-		}
-	})
-	return ts
-}
-
-// metric reads a counter or gauge of the sidecar.
-func (ts *testSidecar) metric(t *testing.T, name string, labels ...string) float64 {
-	t.Helper()
-	fams, err := ts.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			ok := true
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
-				}
-				ok = ok && found
-			}
-			if !ok {
-				continue
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return framework.StartSidecar(t, hubCfg, opts, framework.SidecarOptions{})
 }
 
 // wsClient is a real websocket client of the sidecar. A goroutine reads
@@ -256,7 +120,7 @@ func dialRaw(ctx context.Context, ts *testSidecar, token string, mode authMode, 
 	if origin != "" {
 		opts.HTTPHeader.Set("Origin", origin)
 	}
-	return websocket.Dial(ctx, strings.Replace(ts.url, "http://", "ws://", 1)+"/api/v1/watch", opts)
+	return websocket.Dial(ctx, strings.Replace(ts.URL, "http://", "ws://", 1)+"/api/v1/watch", opts)
 }
 
 func dial(t *testing.T, ts *testSidecar, token string, mode authMode) *wsClient {

@@ -25,9 +25,6 @@ import (
 
 var ctx = context.Background()
 
-// testNamespace is alice's namespace; tests keep apart by cluster names.
-func testNamespace(*testing.T) string { return "team-a" }
-
 func mustCreate(t *testing.T, objs ...client.Object) {
 	t.Helper()
 	for _, o := range objs {
@@ -69,7 +66,7 @@ func subscribe(id, ns string, clusters ...string) string {
 }
 
 func TestInitialStateBookmarkAndLiveChanges(t *testing.T) {
-	ns := testNamespace(t)
+	ns := aliceNamespace
 	mustCreate(t, framework.NewSnapshot(ns, "live1", "n1"), framework.NewSnapshot(ns, "live1", "n2"), framework.NewSnapshot(ns, "live2", "n1"))
 	ts := startSidecar(t, sidecar.Options{})
 	c := dial(t, ts, aliceToken, viaHeader)
@@ -118,7 +115,7 @@ func TestInitialStateBookmarkAndLiveChanges(t *testing.T) {
 // answer the sidecar's first NodeSnapshot list (a list, or a watch that
 // streams the initial list, as client-go's reflector may use).
 func TestNoAnswerBeforeTheFirstList(t *testing.T) {
-	ns := testNamespace(t)
+	ns := aliceNamespace
 	mustCreate(t, framework.NewSnapshot(ns, "slowlist", "n1"), framework.NewSnapshot(ns, "slowlist", "n2"))
 	release := make(chan struct{})
 	delayLists := func(rt http.RoundTripper) http.RoundTripper {
@@ -134,14 +131,7 @@ func TestNoAnswerBeforeTheFirstList(t *testing.T) {
 		})
 	}
 	const syncWait = 2 * time.Second
-	ts := startSidecarVia(t, sidecar.Options{SyncWait: syncWait}, delayLists)
-	waitFor(t, 10*time.Second, func() bool {
-		resp, err := http.Get(ts.url + "/api/v1/whoami")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	}, "sidecar serving")
+	ts := framework.StartSidecar(t, hubCfg, sidecar.Options{SyncWait: syncWait}, framework.SidecarOptions{Wrap: delayLists, NoWait: true})
 
 	// While the list is held back, the upgrade and lists wait SyncWait,
 	// then answer 503 with a Retry-After.
@@ -153,7 +143,7 @@ func TestNoAnswerBeforeTheFirstList(t *testing.T) {
 	if waited := time.Since(start); waited < syncWait/2 {
 		t.Errorf("the upgrade was refused after %s, without waiting for the list", waited)
 	}
-	req, _ := http.NewRequest(http.MethodGet, ts.url+"/api/v1/namespaces/"+ns+"/nodesnapshots", nil)
+	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/api/v1/namespaces/"+ns+"/nodesnapshots", nil)
 	req.Header.Set("Authorization", "Bearer "+aliceToken)
 	lresp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -194,7 +184,7 @@ type roundTripper func(*http.Request) (*http.Response, error)
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestManagedClusterSubscription(t *testing.T) {
-	ns := testNamespace(t)
+	ns := aliceNamespace
 	mustCreate(t, framework.NewManagedCluster(ns, "mcsub"))
 	ts := startSidecar(t, sidecar.Options{})
 	c := dial(t, ts, aliceToken, viaHeader)
@@ -215,7 +205,7 @@ func TestAuthentication(t *testing.T) {
 			t.Errorf("%s: want 401, got %v %v", name, resp, err)
 		}
 	}
-	if got := ts.metric(t, "nodemirror_sidecar_auth_denials_total", "reason", "unauthenticated"); got != 2 {
+	if got := ts.Metric(t, "nodemirror_sidecar_auth_denials_total", "reason", "unauthenticated"); got != 2 {
 		t.Errorf("unauthenticated denials = %v, want 2", got)
 	}
 
@@ -320,7 +310,7 @@ func TestBadMessagesGetErrorsAndTheConnectionStays(t *testing.T) {
 }
 
 func TestResume(t *testing.T) {
-	ns := testNamespace(t)
+	ns := aliceNamespace
 	mustCreate(t, framework.NewSnapshot(ns, "res", "a"), framework.NewSnapshot(ns, "res", "b"), framework.NewSnapshot(ns, "res", "c"), framework.NewSnapshot(ns, "res", "d"))
 	ts := startSidecar(t, sidecar.Options{HistorySize: 1000})
 	c := dial(t, ts, aliceToken, viaHeader)
@@ -339,7 +329,7 @@ func TestResume(t *testing.T) {
 	setLabel(t, ns, "res.b", "x", "2")
 	deleteSnapshot(t, ns, "res.c")
 	mustCreate(t, framework.NewSnapshot(ns, "res", "e"))
-	waitFor(t, 5*time.Second, func() bool { return sidecarHas(t, ts, ns, "res.e") }, "sidecar sees res.e")
+	framework.WaitFor(t, 5*time.Second, "sidecar sees res.e", func() bool { return sidecarHas(t, ts, ns, "res.e") })
 
 	r := dial(t, ts, aliceToken, viaHeader)
 	r.send(fmt.Sprintf(`{"type":"subscribe","id":"s","namespace":%q,"clusters":["res"],"resourceVersion":%q}`, ns, resumeFrom))
@@ -363,7 +353,7 @@ func TestResume(t *testing.T) {
 }
 
 func sidecarHas(t *testing.T, ts *testSidecar, ns, name string) bool {
-	req, _ := http.NewRequest(http.MethodGet, ts.url+"/api/v1/namespaces/"+ns+"/nodesnapshots", nil)
+	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/api/v1/namespaces/"+ns+"/nodesnapshots", nil)
 	req.Header.Set("Authorization", "Bearer "+aliceToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -401,21 +391,21 @@ func TestOneHubWatchPerKindWhateverTheClients(t *testing.T) {
 			}
 		}
 	}
-	if got := ts.metric(t, "nodemirror_sidecar_clients"); got != 100 {
+	if got := ts.Metric(t, "nodemirror_sidecar_clients"); got != 100 {
 		t.Errorf("clients gauge = %v", got)
 	}
-	if got := ts.metric(t, "nodemirror_sidecar_subscriptions"); got != 200 {
+	if got := ts.Metric(t, "nodemirror_sidecar_subscriptions"); got != 200 {
 		t.Errorf("subscriptions gauge = %v", got)
 	}
 	for _, res := range []string{"nodesnapshots", "managedclusters"} {
-		if got := ts.requests.Count("WATCH", "", res); got != 1 {
+		if got := ts.Requests.Count("WATCH", "", res); got != 1 {
 			t.Errorf("hub watches on %s = %d, want 1", res, got)
 		}
-		if got := ts.requests.OpenWatches(res); got != 1 {
+		if got := ts.Requests.OpenWatches(res); got != 1 {
 			t.Errorf("open hub watches on %s = %d, want 1", res, got)
 		}
 		// With streaming lists the watch brings the initial state itself.
-		if got := ts.requests.Count(http.MethodGet, "", res); got > 1 {
+		if got := ts.Requests.Count(http.MethodGet, "", res); got > 1 {
 			t.Errorf("hub lists of %s = %d, want at most 1", res, got)
 		}
 	}
@@ -445,14 +435,14 @@ func TestDeadPeerIsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseNow()
-	waitFor(t, 5*time.Second, func() bool { return ts.metric(t, "nodemirror_sidecar_clients") == 1 }, "client counted")
-	waitFor(t, 10*time.Second, func() bool { return ts.metric(t, "nodemirror_sidecar_clients") == 0 }, "dead peer closed")
+	framework.WaitFor(t, 5*time.Second, "client counted", func() bool { return ts.Metric(t, "nodemirror_sidecar_clients") == 1 })
+	framework.WaitFor(t, 10*time.Second, "dead peer closed", func() bool { return ts.Metric(t, "nodemirror_sidecar_clients") == 0 })
 	live := dial(t, ts, aliceToken, viaHeader) // a reading client answers pings and stays
 	live.send(subscribe("s", "team-a", "none"))
 	live.untilBookmark("s")
 	time.Sleep(3 * time.Second) // three pings
 
-	if got := ts.metric(t, "nodemirror_sidecar_clients"); got != 1 {
+	if got := ts.Metric(t, "nodemirror_sidecar_clients"); got != 1 {
 		t.Fatalf("a live client was closed: clients = %v", got)
 	}
 }
@@ -502,7 +492,7 @@ func TestSlowClientDoesNotDelayOthers(t *testing.T) {
 	if worst > 5*time.Second {
 		t.Errorf("fast client was held up for %s", worst)
 	}
-	if got := ts.metric(t, "nodemirror_sidecar_events_conflated_total"); got == 0 {
+	if got := ts.Metric(t, "nodemirror_sidecar_events_conflated_total"); got == 0 {
 		t.Error("nothing was conflated for the slow client")
 	}
 
@@ -526,7 +516,7 @@ func TestSlowClientDoesNotDelayOthers(t *testing.T) {
 	if websocket.CloseStatus(closed) != protocol.CloseResume {
 		t.Fatalf("slow client: want close %d, got %v", protocol.CloseResume, closed)
 	}
-	if ts.metric(t, "nodemirror_sidecar_slow_client_closes_total") != 1 {
+	if ts.Metric(t, "nodemirror_sidecar_slow_client_closes_total") != 1 {
 		t.Error("slow close not counted")
 	}
 	// Resuming from the last resourceVersion it got brings it up to date.
@@ -555,9 +545,9 @@ func setAnnotation(t *testing.T, ns, name, key, value string) {
 func TestHTTPReads(t *testing.T) {
 	mustCreate(t, framework.NewSnapshot("team-a", "http1", "n1"), framework.NewSnapshot("team-a", "http2", "n1"), framework.NewManagedCluster("team-a", "http1"))
 	ts := startSidecar(t, sidecar.Options{})
-	waitFor(t, 5*time.Second, func() bool { return sidecarHas(t, ts, "team-a", "http2.n1") }, "snapshots listed")
+	framework.WaitFor(t, 5*time.Second, "snapshots listed", func() bool { return sidecarHas(t, ts, "team-a", "http2.n1") })
 	get := func(path, token string) (int, []byte) {
-		req, _ := http.NewRequest(http.MethodGet, ts.url+path, nil)
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+path, nil)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
@@ -610,14 +600,7 @@ func TestRevokedAccessEndsTheStream(t *testing.T) {
 	ts := startSidecar(t, sidecar.Options{AuthCacheTTL: 100 * time.Millisecond, ReviewInterval: 200 * time.Millisecond})
 	ctx := context.Background()
 	// bob may list in team-a through his own RoleBinding, which is revoked.
-	mustCreate(t,
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "bob"}},
-		&rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "bob-views"},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "fleet-viewer"},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "team-a", Name: "bob"}},
-		})
-	bob, err := token(ctx, "team-a", "bob")
+	bob, err := framework.ViewerToken(ctx, hubCS, "team-a", "bob")
 	if err != nil {
 		t.Fatal(err)
 	}

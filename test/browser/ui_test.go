@@ -5,7 +5,6 @@ package browser
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,10 +12,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/go-logr/logr/testr"
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -46,55 +42,19 @@ func chromium(t *testing.T) string {
 // runSidecar serves a demo-mode sidecar on addr until the returned stop is
 // called.
 func runSidecar(t *testing.T, hub *rest.Config, addr string) (stop func()) {
-	return runSidecarWith(t, hub, addr, sidecar.Options{InsecureNoAuth: true})
-}
-
-func runSidecarWith(t *testing.T, hub *rest.Config, addr string, opts sidecar.Options) (stop func()) {
-	t.Helper()
-	opts.Log = testr.New(t)
-	s, err := sidecar.New(hub, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var l net.Listener
-	for i := 0; ; i++ { // the old listener's port may take a moment to free
-		if l, err = net.Listen("tcp", addr); err == nil || i == 50 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := s.Run(ctx, l); err != nil {
-			t.Errorf("sidecar: %v", err)
-		}
-	}()
-	return func() { cancel(); <-done }
+	return framework.StartSidecar(t, hub, sidecar.Options{InsecureNoAuth: true}, framework.SidecarOptions{Addr: addr}).Stop
 }
 
 func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 	browser := chromium(t)
-	if err := framework.CheckAssets(); err != nil {
-		t.Fatal(err)
-	}
-	hubEnv, memberEnv := framework.NewHub(), framework.NewMember()
-	cfgs, err := framework.StartAll(hubEnv, memberEnv)
-	t.Cleanup(func() { framework.StopAll(hubEnv, memberEnv) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp := framework.StartControlPlanes(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	hub, err := client.New(cfgs[0], client.Options{Scheme: framework.Scheme()})
+	hub, err := client.New(cp.HubConfig, client.Options{Scheme: framework.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	member := kubernetes.NewForConfigOrDie(cfgs[1])
+	member := kubernetes.NewForConfigOrDie(cp.MemberConfigs[0])
 	const nodes = 12
 	for i := range nodes {
 		role := "worker"
@@ -107,12 +67,12 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stopOperator, err := framework.StartOperator(ctx, cfgs[0])
+	stopOperator, err := framework.StartOperator(ctx, cp.HubConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = stopOperator() })
-	kubeconfig, err := framework.Kubeconfig(memberEnv, "ui-admin", []string{"system:masters"}, "")
+	kubeconfig, err := framework.Kubeconfig(cp.Members[0], "ui-admin", []string{"system:masters"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +90,7 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopSidecar := runSidecar(t, cfgs[0], addr)
+	stopSidecar := runSidecar(t, cp.HubConfig, addr)
 	defer func() { stopSidecar() }()
 
 	profile := t.TempDir()
@@ -187,11 +147,11 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 	if err := member.CoreV1().Nodes().Delete(ctx, "node-05", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	framework.WaitFor(t, 10*time.Second, "the snapshot of node-05 deleted", func() bool {
 		err := hub.Get(ctx, client.ObjectKey{Namespace: "fleet", Name: "prod.node-05"}, &fleetv1.NodeSnapshot{})
 		return err != nil
 	})
-	stopSidecar = runSidecar(t, cfgs[0], addr)
+	stopSidecar = runSidecar(t, cp.HubConfig, addr)
 	waitJS("back to live with the right rows", fmt.Sprintf(`%s === "live" && %s.length === %d && !%s`, connState, rows, nodes-1, rowText("node-05")+` `), 45*time.Second)
 	waitJS("cordon still shown after reconnect", rowText("node-02")+`.includes("SchedulingDisabled")`, 5*time.Second)
 
@@ -235,7 +195,7 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 	saveScreenshot(t, shot)
 
 	t.Run("sign in with a hub token", func(t *testing.T) {
-		testSignIn(t, bctx, cfgs[0], hub, waitJS)
+		testSignIn(t, bctx, cp.HubConfig, hub, waitJS)
 	})
 	t.Run("5000 rows", func(t *testing.T) {
 		testManyRows(t, bctx, hub, addr, waitJS)
@@ -309,34 +269,13 @@ func testManyRows(t *testing.T, bctx context.Context, hub client.Client, addr st
 // RBAC: the UI asks for a token, keeps it for the tab, and shows what a
 // viewer of the "fleet" namespace may see.
 func testSignIn(t *testing.T, bctx context.Context, hubCfg *rest.Config, hub client.Client, waitJS func(string, string, time.Duration) time.Duration) {
-	ctx := context.Background()
-	for _, o := range []client.Object{
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "viewer"}},
-		&rbacv1.Role{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "viewer"},
-			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{fleetv1.GroupVersion.Group}, Resources: []string{"nodesnapshots", "managedclusters"}, Verbs: []string{"get", "list", "watch"}}},
-		},
-		&rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "viewer"},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "viewer"},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "fleet", Name: "viewer"}},
-		},
-	} {
-		if err := hub.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tr, err := kubernetes.NewForConfigOrDie(hubCfg).CoreV1().ServiceAccounts("fleet").CreateToken(ctx, "viewer",
-		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
+	token, err := framework.ViewerToken(context.Background(), kubernetes.NewForConfigOrDie(hubCfg), "fleet", "viewer")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, err := framework.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := runSidecarWith(t, hubCfg, addr, sidecar.Options{})
-	defer stop()
+	sc := framework.StartSidecar(t, hubCfg, sidecar.Options{}, framework.SidecarOptions{})
+	defer sc.Stop()
+	addr := sc.Addr
 
 	if err := chromedp.Do(bctx, chromedp.Navigate("http://"+addr+"/")); err != nil {
 		t.Fatal(err)
@@ -346,7 +285,7 @@ func testSignIn(t *testing.T, bctx context.Context, hubCfg *rest.Config, hub cli
 		t.Fatal(err)
 	}
 	waitJS("a refused token is said so", `document.getElementById("auth-error").innerText.includes("does not accept")`, 10*time.Second)
-	if err := chromedp.Do(bctx, chromedp.SetValue("#token", tr.Status.Token), chromedp.Click("#auth-form button")); err != nil {
+	if err := chromedp.Do(bctx, chromedp.SetValue("#token", token), chromedp.Click("#auth-form button")); err != nil {
 		t.Fatal(err)
 	}
 	// All namespaces are not this viewer's to list: the UI says so.
@@ -355,7 +294,7 @@ func testSignIn(t *testing.T, bctx context.Context, hubCfg *rest.Config, hub cli
 		t.Fatal(err)
 	}
 	waitJS("the fleet namespace, live", `document.getElementById("conn").dataset.state === "live" && document.querySelectorAll("#rows tr.row").length === 11`, 20*time.Second)
-	if got, err := chromedp.Run(bctx, chromedp.Evaluate[string](`sessionStorage.getItem("nodemirror.token")`)); err != nil || got != tr.Status.Token {
+	if got, err := chromedp.Run(bctx, chromedp.Evaluate[string](`sessionStorage.getItem("nodemirror.token")`)); err != nil || got != token {
 		t.Errorf("the token is not kept in session storage: %v", err)
 	}
 }
@@ -374,16 +313,5 @@ func saveScreenshot(t *testing.T, png []byte) {
 		if err := os.WriteFile(filepath.Join(framework.RepoRoot(), "docs", "screenshot.png"), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -21,31 +21,23 @@ import (
 // on the member with `kubectl get nodesnapshots -o wide` on the hub, cell
 // by cell, as printed by the project's own kubectl.
 func TestColumnsMatchKubectl(t *testing.T) {
-	if err := framework.CheckAssets(); err != nil {
-		t.Fatal(err)
-	}
-	hubEnv, memberEnv := framework.NewHub(), framework.NewMember()
-	cfgs, err := framework.StartAll(hubEnv, memberEnv)
-	t.Cleanup(func() { framework.StopAll(hubEnv, memberEnv) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp := framework.StartControlPlanes(t, 1)
 	dir := t.TempDir()
 	bin := filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
-	hubK := kubectl{t: t, bin: bin, kubeconfig: writeKubeconfig(t, hubEnv, dir, "hub")}
-	memberKubeconfig := writeKubeconfig(t, memberEnv, dir, "member")
+	hubK := kubectl{t: t, bin: bin, kubeconfig: writeKubeconfig(t, cp.Hub, dir, "hub")}
+	memberKubeconfig := writeKubeconfig(t, cp.Members[0], dir, "member")
 	memberK := kubectl{t: t, bin: bin, kubeconfig: memberKubeconfig}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	member := kubernetes.NewForConfigOrDie(cfgs[1])
+	member := kubernetes.NewForConfigOrDie(cp.MemberConfigs[0])
 	for _, n := range columnNodes() {
 		if _, err := framework.CreateNode(ctx, member, n); err != nil {
 			t.Fatalf("node %s: %v", n.Name, err)
 		}
 	}
 
-	stop, err := framework.StartOperator(ctx, cfgs[0])
+	stop, err := framework.StartOperator(ctx, cp.HubConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,15 +46,7 @@ func TestColumnsMatchKubectl(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	hubK.must("", "create", "namespace", "fleet")
-	hubK.must("", "-n", "fleet", "create", "secret", "generic", "cols-kubeconfig", "--from-file=kubeconfig="+memberKubeconfig)
-	hubK.must(`apiVersion: fleet.nodemirror.io/v1alpha1
-kind: ManagedCluster
-metadata: {name: cols, namespace: fleet}
-spec:
-  kubeconfigSecretRef: {name: cols-kubeconfig}
-`, "apply", "-f", "-")
-	hubK.must("", "-n", "fleet", "wait", "managedcluster/cols", "--for=condition=Ready", "--timeout=60s")
+	hubK.registerCluster("cols", memberKubeconfig)
 
 	// AGE is computed by each kubectl at print time: read both tables
 	// within the same second, or read them again.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/nodemirror/nodemirror/internal/protocol"
@@ -49,28 +50,19 @@ func (k kubectl) must(stdin string, args ...string) string {
 	return out
 }
 
-// eventually polls check until it returns "" or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, check func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := check()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: %s", timeout, msg)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func freePort(t *testing.T) string {
-	addr, err := framework.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addr
+// registerCluster does what a user does to add a member: namespace fleet,
+// a kubeconfig Secret and a ManagedCluster, then waits for it to be Ready.
+func (k kubectl) registerCluster(name, memberKubeconfig string) {
+	k.t.Helper()
+	k.must("", "create", "namespace", "fleet")
+	k.must("", "-n", "fleet", "create", "secret", "generic", name+"-kubeconfig", "--from-file=kubeconfig="+memberKubeconfig)
+	k.must(fmt.Sprintf(`apiVersion: fleet.nodemirror.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: %s, namespace: fleet}
+spec:
+  kubeconfigSecretRef: {name: %s-kubeconfig}
+`, name, name), "apply", "-f", "-")
+	k.must("", "-n", "fleet", "wait", "managedcluster/"+name, "--for=condition=Ready", "--timeout=60s")
 }
 
 func writeKubeconfig(t *testing.T, env *envtest.Environment, dir, name string) string {
@@ -86,15 +78,8 @@ func writeKubeconfig(t *testing.T, env *envtest.Environment, dir, name string) s
 }
 
 func TestOperatorBinaryWithKubectl(t *testing.T) {
-	if err := framework.CheckAssets(); err != nil {
-		t.Fatal(err)
-	}
-	hubEnv, memberEnv := framework.NewHub(), framework.NewMember()
-	cfgs, err := framework.StartAll(hubEnv, memberEnv)
-	t.Cleanup(func() { framework.StopAll(hubEnv, memberEnv) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp := framework.StartControlPlanes(t, 1)
+	hubEnv, memberEnv, cfgs := cp.Hub, cp.Members[0], []*rest.Config{cp.HubConfig, cp.MemberConfigs[0]}
 	dir := t.TempDir()
 	hubKubeconfig := writeKubeconfig(t, hubEnv, dir, "hub")
 	memberKubeconfig := writeKubeconfig(t, memberEnv, dir, "member")
@@ -111,19 +96,11 @@ func TestOperatorBinaryWithKubectl(t *testing.T) {
 		}
 	}
 
-	metricsAddr, probeAddr := freePort(t), freePort(t)
+	metricsAddr, probeAddr := framework.FreePort(t), framework.FreePort(t)
 	operator := startBinary(t, dir, "operator", "http://"+probeAddr+"/readyz", "--kubeconfig", hubKubeconfig, "--leader-elect", "--leader-election-namespace", "default",
 		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", probeAddr, "--member-probe-interval", "500ms")
 
-	k.must("", "create", "namespace", "fleet")
-	k.must("", "-n", "fleet", "create", "secret", "generic", "edge-kubeconfig", "--from-file=kubeconfig="+memberKubeconfig)
-	k.must(`apiVersion: fleet.nodemirror.io/v1alpha1
-kind: ManagedCluster
-metadata: {name: edge, namespace: fleet}
-spec:
-  kubeconfigSecretRef: {name: edge-kubeconfig}
-`, "apply", "-f", "-")
-	k.must("", "-n", "fleet", "wait", "managedcluster/edge", "--for=condition=Ready", "--timeout=60s")
+	k.registerCluster("edge", memberKubeconfig)
 
 	out := k.must("", "get", "nodesnapshots", "-A")
 	t.Logf("kubectl get nodesnapshots -A\n%s", out)
@@ -167,12 +144,9 @@ spec:
 	// A cordon on the member shows in the STATUS column.
 	k2 := kubectl{t: t, bin: k.bin, kubeconfig: memberKubeconfig}
 	k2.must("", "cordon", "node-1")
-	eventually(t, 10*time.Second, func() string {
+	framework.WaitFor(t, 10*time.Second, "node-1 shown cordoned", func() bool {
 		out, _ := k.run("", "get", "nodesnapshots", "-n", "fleet", "edge.node-1", "--no-headers")
-		if !strings.Contains(out, "Ready,SchedulingDisabled") {
-			return "node-1 not shown cordoned: " + out
-		}
-		return ""
+		return strings.Contains(out, "Ready,SchedulingDisabled")
 	})
 
 	resp, err := http.Get("http://" + metricsAddr + "/metrics")
@@ -208,7 +182,7 @@ func testSidecarBinary(t *testing.T, hub, member kubectl, hubKubeconfig, dir str
 	hub.must("", "-n", "fleet", "create", "rolebinding", "viewer", "--clusterrole=nodemirror-viewer", "--serviceaccount=fleet:viewer")
 	token := strings.TrimSpace(hub.must("", "-n", "fleet", "create", "token", "viewer"))
 
-	addr := freePort(t)
+	addr := framework.FreePort(t)
 	sidecar := startBinary(t, dir, "sidecar", "http://"+addr+"/readyz", "--kubeconfig", hubKubeconfig, "--bind-address", addr)
 
 	get := func(path string) (int, string) {
@@ -303,16 +277,13 @@ func startBinary(t *testing.T, dir, name, readyURL string, args ...string) *proc
 			t.Logf("%s log:\n%s", name, p.logs.String())
 		}
 	})
-	eventually(t, 30*time.Second, func() string {
+	framework.WaitFor(t, 30*time.Second, name+" ready at "+readyURL, func() bool {
 		resp, err := http.Get(readyURL)
 		if err != nil {
-			return err.Error()
+			return false
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return name + ": " + resp.Status
-		}
-		return ""
+		return resp.StatusCode == http.StatusOK
 	})
 	return p
 }
