@@ -17,10 +17,10 @@ import (
 	"github.com/nodemirror/nodemirror/internal/protocol"
 )
 
-// client is one websocket connection: a reader that handles requests, a
+// connection is one websocket connection: a reader that handles requests, a
 // writer that drains the outbox, a pinger, and a reviewer that checks now
 // and then that the token and the access it was given still hold.
-type client struct {
+type connection struct {
 	s     *Server
 	ws    *websocket.Conn
 	user  *User
@@ -37,7 +37,7 @@ type subscription struct {
 	sub  *fanout.Subscription
 }
 
-func (c *client) run(ctx context.Context) {
+func (c *connection) run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -61,7 +61,7 @@ func (c *client) run(ctx context.Context) {
 	c.readLoop(ctx)
 }
 
-func (c *client) readLoop(ctx context.Context) {
+func (c *connection) readLoop(ctx context.Context) {
 	for {
 		typ, data, err := c.ws.Read(ctx)
 		if err != nil {
@@ -78,7 +78,7 @@ func (c *client) readLoop(ctx context.Context) {
 	}
 }
 
-func (c *client) handle(ctx context.Context, data []byte) {
+func (c *connection) handle(ctx context.Context, data []byte) {
 	m, status := protocol.Decode(data)
 	if status != nil {
 		id := ""
@@ -105,7 +105,7 @@ func (c *client) handle(ctx context.Context, data []byte) {
 	}
 }
 
-func (c *client) subscribe(ctx context.Context, m *protocol.ClientMessage) {
+func (c *connection) subscribe(ctx context.Context, m *protocol.ClientMessage) {
 	if _, ok := c.subs[m.ID]; ok {
 		c.out.PushError(m.ID, protocol.NewStatus(http.StatusConflict, metav1.StatusReasonAlreadyExists, fmt.Sprintf("subscription %q exists: unsubscribe first or pick another id", m.ID)))
 		return
@@ -145,7 +145,7 @@ func (c *client) subscribe(ctx context.Context, m *protocol.ClientMessage) {
 
 // writeLoop sends what the outbox holds, one message at a time, so that
 // while a slow client's write is in flight its pending events conflate.
-func (c *client) writeLoop(ctx context.Context, cancel context.CancelFunc) {
+func (c *connection) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 	defer cancel()
 	var buf []byte // reused: the websocket copies what it sends
 	for {
@@ -163,7 +163,7 @@ func (c *client) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 // drain writes everything pending. Every message must be written within
 // WriteTimeout; the deadline is renewed per message only once half of it
 // is spent, since a timer per message costs more than the write.
-func (c *client) drain(ctx context.Context, buf *[]byte) bool {
+func (c *connection) drain(ctx context.Context, buf *[]byte) bool {
 	var wd writeDeadline
 	defer wd.stop()
 	for {
@@ -213,7 +213,7 @@ func (d *writeDeadline) stop() {
 // reviewLoop asks again, every ReviewInterval, whether the token is still
 // valid and each subscription still allowed (through the same brief cache),
 // so that a revoked token or RoleBinding ends the stream it granted.
-func (c *client) reviewLoop(ctx context.Context, cancel context.CancelFunc) {
+func (c *connection) reviewLoop(ctx context.Context, cancel context.CancelFunc) {
 	ticker := c.s.clock.NewTicker(c.s.opts.ReviewInterval)
 	defer ticker.Stop()
 	for {
@@ -255,7 +255,7 @@ func (c *client) reviewLoop(ctx context.Context, cancel context.CancelFunc) {
 	}
 }
 
-func (c *client) pingLoop(ctx context.Context, cancel context.CancelFunc) {
+func (c *connection) pingLoop(ctx context.Context, cancel context.CancelFunc) {
 	defer cancel()
 	ticker := c.s.clock.NewTicker(c.s.opts.PingInterval)
 	defer ticker.Stop()

@@ -273,7 +273,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(protocol.HardMessageBytes)
 	s.metrics.clients.Inc()
 	defer s.metrics.clients.Dec()
-	c := &client{
+	c := &connection{
 		s: s, ws: ws, user: u, token: bearerToken(r), log: s.log.WithValues("user", u.Name, "remote", r.RemoteAddr),
 		out:  fanout.NewOutbox(s.opts.OutboxLimit, s.metrics.conflated.Inc),
 		subs: map[string]*subscription{},
