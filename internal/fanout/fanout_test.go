@@ -234,3 +234,23 @@ func TestBrokerRelist(t *testing.T) {
 		t.Errorf("Len = %d", b.Len())
 	}
 }
+
+func TestNewFilter(t *testing.T) {
+	a := &Object{Namespace: "x", Cluster: "a"}
+	b := &Object{Namespace: "x", Cluster: "b"}
+	other := &Object{Namespace: "y", Cluster: "a"}
+	for _, tc := range []struct {
+		f    Filter
+		want [3]bool
+	}{
+		{NewFilter("", nil), [3]bool{true, true, true}},
+		{NewFilter("x", nil), [3]bool{true, true, false}},
+		{NewFilter("x", []string{}), [3]bool{true, true, false}},
+		{NewFilter("x", []string{"a"}), [3]bool{true, false, false}},
+		{NewFilter("", []string{"a", "c"}), [3]bool{true, false, true}},
+	} {
+		if got := [3]bool{tc.f.Match(a), tc.f.Match(b), tc.f.Match(other)}; got != tc.want {
+			t.Errorf("%+v matches %v, want %v", tc.f, got, tc.want)
+		}
+	}
+}

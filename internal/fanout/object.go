@@ -66,3 +66,16 @@ func (f Filter) Match(o *Object) bool {
 	}
 	return len(f.Clusters) == 0 || f.Clusters[o.Cluster]
 }
+
+// NewFilter returns the filter for a namespace ("" for all namespaces) and,
+// if clusters is not empty, for objects of those clusters only.
+func NewFilter(namespace string, clusters []string) Filter {
+	f := Filter{Namespace: namespace}
+	if len(clusters) > 0 {
+		f.Clusters = make(map[string]bool, len(clusters))
+		for _, c := range clusters {
+			f.Clusters[c] = true
+		}
+	}
+	return f
+}
