@@ -26,9 +26,22 @@ type Subscription struct {
 // Broker holds the current objects of one kind, a bounded history of their
 // changes, and the subscriptions to them. It is the store of the kind's one
 // Reflector. All methods are safe for concurrent use.
+//
+// Changes are recorded under a lock and delivered to the subscriptions after
+// it is released, as the API server's watch cache does: a change reaching a
+// thousand outboxes holds up no Subscribe or List, and a Subscribe queuing a
+// large initial state holds up no change. Each subscription still sees one
+// ordered stream, since writers deliver in the order they record, and a new
+// subscription holds back the changes that reach it until it has queued
+// what it sees first.
 type Broker struct {
 	apiVersion, kind string
 	clusterOf        ClusterOf
+
+	// wmu serializes the writers (Add, Update, Delete, Replace, Bookmark)
+	// from recording a change until it is delivered, so that changes reach
+	// every subscription in the order of the history.
+	wmu sync.Mutex
 
 	mu      sync.Mutex
 	objects map[string]map[string]*Object // namespace → name → object
@@ -45,7 +58,20 @@ type Broker struct {
 	// synced is closed once the first list is stored: until then the
 	// broker holds no state it may hand out.
 	synced chan struct{}
-	subs   map[*Subscription]struct{}
+	// subs is replaced, never modified in place, so that a writer can
+	// deliver to the set it read under mu after releasing it.
+	subs []*subscriber
+}
+
+// subscriber is the broker's side of a Subscription.
+type subscriber struct {
+	*Subscription
+	mu sync.Mutex
+	// pending holds, in order, the events that reached the subscription
+	// while it was queuing what it sees first.
+	pending []event
+	live    bool // what it sees first is queued: events go straight to Out
+	gone    bool // unsubscribed: nothing more goes to Out
 }
 
 // ErrNotSynced is returned by Subscribe before the first list is stored.
@@ -55,8 +81,15 @@ type clusterKey struct{ namespace, cluster string }
 
 type event struct {
 	typ string
-	obj *Object
-	pos uint64 // the stream position: the event's resourceVersion
+	obj *Object // nil for a BOOKMARK
+	pos uint64  // the stream position: the event's resourceVersion
+	rv  string  // pos as the envelope carries it, formatted once
+	// body is a BOOKMARK's encoded object.
+	body []byte
+}
+
+func newEvent(typ string, obj *Object, pos uint64) event {
+	return event{typ: typ, obj: obj, pos: pos, rv: strconv.FormatUint(pos, 10)}
 }
 
 var _ cache.ReflectorStore = &Broker{}
@@ -70,7 +103,6 @@ func NewBroker(apiVersion, kind string, clusterOf ClusterOf, historySize int) *B
 		byCluster: map[clusterKey]map[string]*Object{},
 		history:   make([]event, max(historySize, 1)),
 		synced:    make(chan struct{}),
-		subs:      map[*Subscription]struct{}{},
 	}
 }
 
@@ -106,14 +138,19 @@ func (b *Broker) Bookmark(resourceVersion string) error {
 	if err != nil {
 		return nil
 	}
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if rv <= b.latest {
+		b.mu.Unlock()
 		return nil
 	}
 	b.latest = rv
-	for s := range b.subs {
-		s.Out.pushControl(s.ID, protocol.Bookmark, b.bookmark(false), b.latestString())
+	subs := b.subs
+	b.mu.Unlock()
+	ev := b.bookmark(rv, false)
+	for _, s := range subs {
+		s.deliver(ev)
 	}
 	return nil
 }
@@ -122,6 +159,8 @@ func (b *Broker) Bookmark(resourceVersion string) error {
 // what they had as events, and the history restarts at the list's
 // resourceVersion, since what happened before it is unknown.
 func (b *Broker) Replace(items []any, resourceVersion string) error {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
 	fresh := make(map[string]map[string]*Object, len(b.objects))
 	for _, item := range items {
 		o, err := newObject(item.(*unstructured.Unstructured), b.clusterOf)
@@ -135,12 +174,12 @@ func (b *Broker) Replace(items []any, resourceVersion string) error {
 	}
 	rv, _ := protocol.ParseResourceVersion(resourceVersion)
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.latest = max(b.latest, rv)
+	var evs []event
 	for ns, objs := range b.objects {
 		for name, old := range objs {
 			if fresh[ns][name] == nil {
-				b.publish(event{protocol.Deleted, old, b.latest})
+				evs = append(evs, newEvent(protocol.Deleted, old, b.latest))
 			}
 		}
 	}
@@ -150,9 +189,9 @@ func (b *Broker) Replace(items []any, resourceVersion string) error {
 			b.count++
 			switch old := b.objects[ns][name]; {
 			case old == nil:
-				b.publish(event{protocol.Added, o, b.latest})
+				evs = append(evs, newEvent(protocol.Added, o, b.latest))
 			case old.ResourceVersion != o.ResourceVersion:
-				b.publish(event{protocol.Modified, o, b.latest})
+				evs = append(evs, newEvent(protocol.Modified, o, b.latest))
 			}
 		}
 	}
@@ -168,6 +207,11 @@ func (b *Broker) Replace(items []any, resourceVersion string) error {
 	if !b.HasSynced() {
 		close(b.synced)
 	}
+	subs := b.subs
+	b.mu.Unlock()
+	for _, s := range subs {
+		s.deliver(evs...)
+	}
 	return nil
 }
 
@@ -180,10 +224,11 @@ func (b *Broker) apply(typ string, item any) error {
 	if err != nil {
 		return err
 	}
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.latest = max(b.latest, o.rv)
-	ev := event{typ, o, b.latest}
+	ev := newEvent(typ, o, b.latest)
 	ns := b.objects[o.Namespace]
 	if old := ns[o.Name]; old != nil {
 		b.unindex(old)
@@ -201,7 +246,11 @@ func (b *Broker) apply(typ string, item any) error {
 		b.count++
 	}
 	b.record(ev)
-	b.publish(ev)
+	subs := b.subs
+	b.mu.Unlock()
+	for _, s := range subs {
+		s.deliver(ev)
+	}
 	return nil
 }
 
@@ -231,27 +280,43 @@ func (b *Broker) record(ev event) {
 	b.size++
 }
 
-func (b *Broker) publish(ev event) {
-	rv := strconv.FormatUint(ev.pos, 10)
-	for s := range b.subs {
-		if s.Filter.Match(ev.obj) {
-			s.Out.push(s.ID, ev.typ, ev.obj, rv, false)
+// deliver queues events that pass the subscription's filter (a BOOKMARK
+// always does), or holds them back while the subscription is still queuing
+// what it sees first.
+func (s *subscriber) deliver(evs ...event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ev := range evs {
+		switch {
+		case s.gone || ev.obj != nil && !s.Filter.Match(ev.obj):
+		case !s.live:
+			s.pending = append(s.pending, ev)
+		default:
+			s.send(ev, false)
 		}
 	}
 }
 
-func (b *Broker) latestString() string { return strconv.FormatUint(b.latest, 10) }
+func (s *subscriber) send(ev event, catchUp bool) {
+	if ev.obj == nil {
+		s.Out.pushControl(s.ID, ev.typ, ev.body, ev.rv)
+		return
+	}
+	s.Out.push(s.ID, ev.typ, ev.obj, ev.rv, catchUp)
+}
 
-// bookmark is the object of a BOOKMARK event, as the API server sends it.
-func (b *Broker) bookmark(initialEnd bool) *metav1.PartialObjectMetadata {
+// bookmark is a BOOKMARK event at pos, its object as the API server sends it.
+func (b *Broker) bookmark(pos uint64, initialEnd bool) event {
+	ev := newEvent(protocol.Bookmark, nil, pos)
 	m := &metav1.PartialObjectMetadata{
 		TypeMeta:   metav1.TypeMeta{APIVersion: b.apiVersion, Kind: b.kind},
-		ObjectMeta: metav1.ObjectMeta{ResourceVersion: b.latestString()},
+		ObjectMeta: metav1.ObjectMeta{ResourceVersion: ev.rv},
 	}
 	if initialEnd {
 		m.Annotations = map[string]string{protocol.InitialEventsEndAnnotation: "true"}
 	}
-	return m
+	ev.body = encode(m)
+	return ev
 }
 
 // Subscribe registers s and queues what it must see first: with resumeFrom
@@ -261,40 +326,93 @@ func (b *Broker) bookmark(initialEnd bool) *metav1.PartialObjectMetadata {
 // changes after it. Before the first list it registers nothing and returns
 // ErrNotSynced: an empty store is not an empty namespace.
 func (b *Broker) Subscribe(s *Subscription, resumeFrom string) error {
+	sub := &subscriber{Subscription: s}
+	var (
+		missed  []event   // the events to resume with, or
+		state   []*Object // the current state
+		expired *metav1.Status
+	)
+	// Under the lock only what the subscription starts from is taken, and
+	// it is registered at the same point of the stream: it gets every later
+	// event and none before.
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if !b.HasSynced() {
+		b.mu.Unlock()
 		return ErrNotSynced
 	}
-	b.subs[s] = struct{}{}
-	if resumeFrom != "" {
-		rv, err := protocol.ParseResourceVersion(resumeFrom)
-		if err == nil && rv >= b.historyStart && rv <= b.latest {
-			for i := range b.size {
-				ev := b.history[(b.head+i)%len(b.history)]
-				if ev.pos > rv && s.Filter.Match(ev.obj) {
-					s.Out.push(s.ID, ev.typ, ev.obj, strconv.FormatUint(ev.pos, 10), true)
-				}
-			}
-			s.Out.pushControl(s.ID, protocol.Bookmark, b.bookmark(true), b.latestString())
-			return nil
+	rv, err := protocol.ParseResourceVersion(resumeFrom)
+	if resumeFrom != "" && err == nil && rv >= b.historyStart && rv <= b.latest {
+		missed = b.since(rv, s.Filter)
+	} else {
+		if resumeFrom != "" {
+			expired = protocol.NewStatus(http.StatusGone, metav1.StatusReasonExpired, fmt.Sprintf(
+				"resourceVersion %s is not in the sidecar's history (it holds %d to %d): start over from the state that follows",
+				resumeFrom, b.historyStart, b.latest))
 		}
-		s.Out.PushError(s.ID, protocol.NewStatus(http.StatusGone, metav1.StatusReasonExpired, fmt.Sprintf(
-			"resourceVersion %s is not in the sidecar's history (it holds %d to %d): start over from the state that follows",
-			resumeFrom, b.historyStart, b.latest)))
+		state = b.collect(s.Filter)
 	}
-	for _, o := range b.listLocked(s.Filter) {
+	start := b.latest
+	b.subs = append(slices.Clip(b.subs), sub)
+	b.mu.Unlock()
+
+	// Changes that come while this is queued wait in sub.pending.
+	if expired != nil {
+		s.Out.PushError(s.ID, expired)
+	}
+	for _, ev := range missed {
+		sub.send(ev, true)
+	}
+	sortObjects(state)
+	for _, o := range state {
 		s.Out.push(s.ID, protocol.Added, o, "", true)
 	}
-	s.Out.pushControl(s.ID, protocol.Bookmark, b.bookmark(true), b.latestString())
+	sub.send(b.bookmark(start, true), false)
+
+	// A writer delivering meanwhile waits for sub.mu: its events follow
+	// the pending ones.
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if sub.gone { // unsubscribed meanwhile: take back what was queued
+		s.Out.DropSubscription(s.ID)
+		return nil
+	}
+	for _, ev := range sub.pending {
+		sub.send(ev, false)
+	}
+	sub.pending, sub.live = nil, true
 	return nil
 }
 
-// Unsubscribe removes s; its pending items are dropped.
+// since returns the events after rv that pass f, oldest first.
+func (b *Broker) since(rv uint64, f Filter) []event {
+	var evs []event
+	for i := range b.size {
+		ev := b.history[(b.head+i)%len(b.history)]
+		if ev.pos > rv && f.Match(ev.obj) {
+			evs = append(evs, ev)
+		}
+	}
+	return evs
+}
+
+// Unsubscribe removes s and drops its pending items: once it has returned
+// (and s's Subscribe too), nothing more of s reaches its Outbox.
 func (b *Broker) Unsubscribe(s *Subscription) {
 	b.mu.Lock()
-	delete(b.subs, s)
+	i := slices.IndexFunc(b.subs, func(sub *subscriber) bool { return sub.Subscription == s })
+	var sub *subscriber
+	if i >= 0 {
+		sub = b.subs[i]
+		b.subs = slices.Delete(slices.Clone(b.subs), i, i+1)
+	}
 	b.mu.Unlock()
+	if sub != nil {
+		// A writer may still hold the set that had s: once gone is set,
+		// it delivers nothing more.
+		sub.mu.Lock()
+		sub.gone, sub.pending = true, nil
+		sub.mu.Unlock()
+	}
 	s.Out.DropSubscription(s.ID)
 }
 
@@ -302,14 +420,19 @@ func (b *Broker) Unsubscribe(s *Subscription) {
 // resourceVersion they are current at; ErrNotSynced before the first list.
 func (b *Broker) List(f Filter) ([]*Object, string, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if !b.HasSynced() {
+		b.mu.Unlock()
 		return nil, "", ErrNotSynced
 	}
-	return b.listLocked(f), b.latestString(), nil
+	objs, rv := b.collect(f), b.latest
+	b.mu.Unlock()
+	sortObjects(objs)
+	return objs, strconv.FormatUint(rv, 10), nil
 }
 
-func (b *Broker) listLocked(f Filter) []*Object {
+// collect returns the objects passing f, unsorted: sorting them waits until
+// the lock is released.
+func (b *Broker) collect(f Filter) []*Object {
 	var out []*Object
 	add := func(objs map[string]*Object) {
 		for _, o := range objs {
@@ -331,13 +454,16 @@ func (b *Broker) listLocked(f Filter) []*Object {
 			add(objs)
 		}
 	}
-	slices.SortFunc(out, func(a, b *Object) int {
+	return out
+}
+
+func sortObjects(objs []*Object) {
+	slices.SortFunc(objs, func(a, b *Object) int {
 		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-	return out
 }
 
 // Len is the number of objects held.

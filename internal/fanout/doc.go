@@ -4,8 +4,9 @@
 // cache.ReflectorStore), so the hub is watched exactly once per kind,
 // whatever the number of clients. For every change it keeps the object
 // encoded once, shared by all clients, records the event in a bounded
-// history (for clients that resume with a resourceVersion), and pushes it to
-// the Outbox of every Subscription whose Filter matches.
+// history (for clients that resume with a resourceVersion), and then, its
+// lock released, pushes it to the Outbox of every Subscription whose Filter
+// matches.
 //
 // An Outbox is one connection's queue of pending messages. It conflates per
 // object: a newer event for an object replaces the pending one (latest state

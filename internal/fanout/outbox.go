@@ -133,12 +133,9 @@ func merge(older, newer string) string {
 	}
 }
 
-// pushControl queues a BOOKMARK or ERROR, never conflated.
-func (o *Outbox) pushControl(sub, typ string, body any, resumeFrom string) {
-	raw, err := json.Marshal(body)
-	if err != nil {
-		panic(err) // only our own Status and bookmark types get here
-	}
+// pushControl queues a BOOKMARK or ERROR with its encoded object, never
+// conflated.
+func (o *Outbox) pushControl(sub, typ string, raw []byte, resumeFrom string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed || o.overflow {
@@ -149,7 +146,15 @@ func (o *Outbox) pushControl(sub, typ string, body any, resumeFrom string) {
 
 // PushError queues an ERROR event carrying a Kubernetes Status.
 func (o *Outbox) PushError(sub string, status any) {
-	o.pushControl(sub, protocol.Error, status, "")
+	o.pushControl(sub, protocol.Error, encode(status), "")
+}
+
+func encode(v any) []byte {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only our own Status and bookmark types get here
+	}
+	return raw
 }
 
 func (o *Outbox) append(key itemKey, it *Item) {
