@@ -199,20 +199,21 @@ func run(ctx context.Context, sz sizes, opts options, log func(string, ...any)) 
 	return res, nil
 }
 
-// setup starts the hub, the members, the operator and the sidecar.
+// setup starts the hub, the members, the operator and the sidecar; when it
+// fails, it stops again what it started.
 func setup(ctx context.Context, sz sizes, opts options, log func(string, ...any)) (_ *env, cleanup func(), err error) {
 	if err := framework.CheckAssets(); err != nil {
 		return nil, nil, err
 	}
 	var undo []func()
-	cleanup = func() {
+	undoAll := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
 		}
 	}
 	defer func() {
-		if err != nil {
-			cleanup()
+		if err != nil { // the error returns leave cleanup nil
+			undoAll()
 		}
 	}()
 	e := &env{sz: sz, log: log, profile: opts.profile}
@@ -295,7 +296,7 @@ func setup(ctx context.Context, sz sizes, opts options, log func(string, ...any)
 		return nil, nil, err
 	}
 	e.operatorBase = float64(h.HeapAlloc)
-	return e, cleanup, nil
+	return e, undoAll, nil
 }
 
 // parallel runs fn(i) for i in [0, n) on workers goroutines.
