@@ -80,3 +80,15 @@ func TestSelectSteps(t *testing.T) {
 		t.Errorf("an unknown scenario: %v, want an error that lists the scenarios", err)
 	}
 }
+
+// The README links to the results file; the results file itself says its
+// tables follow instead of linking to itself.
+func TestSummaryLinks(t *testing.T) {
+	r := &results{Scenarios: []string{"fanout"}}
+	if s := summary(r, "bench/results-x.md"); !strings.Contains(s, "full tables in [bench/results-x.md](bench/results-x.md)") {
+		t.Errorf("README summary: %s", s)
+	}
+	if md := markdown(r); strings.Contains(md, "](") || !strings.Contains(md, "full tables below") {
+		t.Errorf("results file: %s", md)
+	}
+}

@@ -70,14 +70,19 @@ func (r *results) ran(step string) bool {
 }
 
 // summary is the README table: each figure with its baseline and target,
-// for the steps that ran.
+// for the steps that ran. file is the results file it links to; "" in the
+// results file itself.
 func summary(r *results, file string) string {
 	var b strings.Builder
 	how := "make bench"
 	if len(r.Scenarios) > 0 {
 		how = "go run ./test/bench -only " + strings.Join(r.Scenarios, ",")
 	}
-	fmt.Fprintf(&b, "Measured by `%s` on %s (%d CPUs), %s; full tables in [%s](%s).\n\n", how, r.Machine, r.CPUs, r.Date, file, file)
+	tables := "full tables below"
+	if file != "" {
+		tables = fmt.Sprintf("full tables in [%s](%s)", file, file)
+	}
+	fmt.Fprintf(&b, "Measured by `%s` on %s (%d CPUs), %s; %s.\n\n", how, r.Machine, r.CPUs, r.Date, tables)
 	b.WriteString("| figure | nodemirror | baseline in the same run | target |\n|---|---|---|---|\n")
 	if w := r.WriteAmp; r.ran("writes") {
 		fmt.Fprintf(&b, "| hub writes per heartbeat | %.3f (%d writes for %d heartbeats of %d nodes) | a naive mirror: 1 | 0: %s |\n", w.WritesPerHeartbeat, w.HeartbeatWrites, w.Heartbeats, w.Nodes, check(w.HeartbeatWrites == 0))
@@ -131,7 +136,7 @@ func markdown(r *results) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# nodemirror benchmark results\n\n%s, %s, %d CPUs. Every figure has its baseline from the same run; see `test/bench` for how each is measured.\n\n", r.Date, r.Machine, r.CPUs)
 	b.WriteString("## Summary\n\n")
-	b.WriteString(summary(r, "this file"))
+	b.WriteString(summary(r, ""))
 	if len(r.Latency) > 0 {
 		b.WriteString("\n## Propagation latency by hop (ms)\n\n| rate | sent | member watch p50/p99 | hub watch p50/p99 | client p50/p95/p99 | operator hop p50/p99 | sidecar hop p50/p99 |\n|---|---|---|---|---|---|---|\n")
 		for _, l := range r.Latency {
