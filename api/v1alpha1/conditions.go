@@ -48,6 +48,15 @@ const (
 	// ReasonCertificateUntrusted: the member's serving certificate is not
 	// trusted by the kubeconfig's CA (Stalled).
 	ReasonCertificateUntrusted = "CertificateUntrusted"
+	// ReasonAddressDenied: the member's address is one the operator may
+	// not dial (loopback, link-local, or a denied range) (Stalled).
+	ReasonAddressDenied = "AddressDenied"
+	// ReasonRedirected: the member answered with a redirect, which is
+	// never followed.
+	ReasonRedirected = "Redirected"
+	// ReasonMemberResponseTooLarge: a member response exceeded its size
+	// limit and was cut off.
+	ReasonMemberResponseTooLarge = "MemberResponseTooLarge"
 
 	// Reasons the member access given cannot be used at all (Stalled until
 	// the Secret or the spec changes; both are watched).
@@ -67,6 +76,13 @@ const (
 	// ReasonCertificateDataInvalid: certificate or key data in the
 	// kubeconfig cannot be parsed.
 	ReasonCertificateDataInvalid = "CertificateDataInvalid"
+	// ReasonProxyRefused: the kubeconfig's cluster sets proxy-url, which
+	// the operator refuses by default.
+	ReasonProxyRefused = "ProxyRefused"
+	// ReasonSecretNotMarked: the Secret is not labelled
+	// fleet.nodemirror.io/kubeconfig=true, the mark that makes a Secret
+	// usable as a member kubeconfig.
+	ReasonSecretNotMarked = "SecretNotMarked"
 	// ReasonInvalidNodeSelector: spec.nodeSelector is not a valid selector.
 	ReasonInvalidNodeSelector = "InvalidNodeSelector"
 )

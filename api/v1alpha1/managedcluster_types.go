@@ -12,12 +12,18 @@ const ManagedClusterFinalizer = "fleet.nodemirror.io/snapshots"
 // DefaultKubeconfigKey is the Secret key read when kubeconfigSecretRef.key is empty.
 const DefaultKubeconfigKey = "kubeconfig"
 
+// KubeconfigSecretLabel marks a Secret as a member kubeconfig, with the
+// value "true". The operator uses no other Secret: a ManagedCluster cannot
+// make it read a Secret that was meant for something else.
+const KubeconfigSecretLabel = "fleet.nodemirror.io/kubeconfig"
+
 // ManagedClusterSpec says how to reach a member cluster and which of its
 // node state to mirror.
 // +kubebuilder:validation:XValidation:rule="!has(self.resyncPeriod) || duration(self.resyncPeriod) >= duration('1m')",message="resyncPeriod must be at least 1m"
 type ManagedClusterSpec struct {
 	// KubeconfigSecretRef names a Secret in the ManagedCluster's own
-	// namespace that holds a kubeconfig for the member cluster. Kubeconfigs
+	// namespace that holds a kubeconfig for the member cluster; the Secret
+	// must be labelled fleet.nodemirror.io/kubeconfig=true. Kubeconfigs
 	// whose user runs an exec plugin or reads local files are refused unless
 	// the operator allows them explicitly.
 	// +required

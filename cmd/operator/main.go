@@ -5,7 +5,9 @@ package main
 
 import (
 	"flag"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -33,6 +35,9 @@ func main() {
 		probeInterval, probeTimeout time.Duration
 		probeFailures, workers      int
 		maxConcurrentReconciles     int
+		allowProxy                  bool
+		allowCIDRs, denyCIDRs       cidrList
+		limits                      member.Limits
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
@@ -45,6 +50,14 @@ func main() {
 	flag.BoolVar(&allowExecAndFiles, "allow-kubeconfig-exec-and-files", false,
 		"Accept kubeconfigs whose user runs an exec or auth-provider plugin or that read local files. "+
 			"Off by default: anyone who can write a Secret could make the operator run programs or read its own files.")
+	flag.BoolVar(&allowProxy, "allow-kubeconfig-proxy", false, "Accept kubeconfigs whose cluster sets proxy-url (the proxy, not the member, is then dialed and checked).")
+	flag.Var(&denyCIDRs, "member-deny-cidrs", "Comma-separated CIDRs members may never be reached at, besides loopback, link-local, unspecified and multicast: "+
+		"give the hub's pod and service CIDRs and its API server's address.")
+	flag.Var(&allowCIDRs, "member-allow-cidrs", "Comma-separated CIDRs opened even if denied (e.g. 127.0.0.1/32 for members on the same host in a demo). Logged loudly.")
+	flag.Int64Var(&limits.ProbeBytes, "member-max-probe-bytes", 1<<20, "Largest /readyz, /healthz or /version answer read from a member.")
+	flag.Int64Var(&limits.ResponseBytes, "member-max-response-bytes", 128<<20, "Largest other member response read, e.g. a page of a node list.")
+	flag.Int64Var(&limits.WatchEventBytes, "member-max-watch-event-bytes", 8<<20, "Largest single member watch event read.")
+	flag.DurationVar(&limits.RequestTimeout, "member-request-timeout", time.Minute, "Longest a member request other than a watch may take, body included.")
 	flag.DurationVar(&probeInterval, "member-probe-interval", 10*time.Second, "How often each member's /readyz is probed.")
 	flag.DurationVar(&probeTimeout, "member-probe-timeout", 5*time.Second, "Timeout of one member health probe.")
 	flag.IntVar(&probeFailures, "member-probe-failure-threshold", 3, "Failed probes in a row before a connected member is reported lost.")
@@ -79,10 +92,13 @@ func main() {
 	}
 	ctx := ctrl.SetupSignalHandler()
 	r := &managedcluster.Reconciler{
-		Client:        mgr.GetClient(),
-		APIReader:     mgr.GetAPIReader(),
-		Recorder:      mgr.GetEventRecorder("nodemirror-operator"),
-		Policy:        member.Policy{AllowExecAndFiles: allowExecAndFiles},
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("nodemirror-operator"),
+		Policy: member.Policy{
+			AllowExecAndFiles: allowExecAndFiles, AllowProxy: allowProxy, Limits: limits,
+			Network: member.Network{Allow: allowCIDRs.prefixes, Deny: denyCIDRs.prefixes},
+		},
 		MemberQPS:     float32(memberQPS),
 		MemberBurst:   memberBurst,
 		Probe:         session.ProbeOptions{Interval: probeInterval, Timeout: probeTimeout, FailureThreshold: probeFailures},
@@ -96,6 +112,12 @@ func main() {
 	if allowExecAndFiles {
 		log.Info("WARNING: kubeconfigs may run exec plugins and read local files (--allow-kubeconfig-exec-and-files)")
 	}
+	if len(allowCIDRs.prefixes) > 0 {
+		log.Info("WARNING: members may be reached at addresses that are denied by default (--member-allow-cidrs)", "cidrs", allowCIDRs.String())
+	}
+	if allowProxy {
+		log.Info("WARNING: kubeconfigs may send member traffic through a proxy of their choice (--allow-kubeconfig-proxy)")
+	}
 	utilruntime.Must(mgr.AddHealthzCheck("healthz", healthz.Ping))
 	utilruntime.Must(mgr.AddReadyzCheck("readyz", healthz.Ping))
 	log.Info("Starting operator")
@@ -103,4 +125,22 @@ func main() {
 		log.Error(err, "Manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+// cidrList is a comma-separated list of CIDRs, as a flag.
+type cidrList struct {
+	raw      []string
+	prefixes []netip.Prefix
+}
+
+func (l *cidrList) String() string { return strings.Join(l.raw, ",") }
+
+func (l *cidrList) Set(v string) error {
+	parts := strings.Split(v, ",")
+	p, err := member.ParsePrefixes(parts)
+	if err != nil {
+		return err
+	}
+	l.raw, l.prefixes = append(l.raw, parts...), append(l.prefixes, p...)
+	return nil
 }

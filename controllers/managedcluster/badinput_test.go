@@ -30,6 +30,14 @@ contexts: [{name: m, context: {cluster: m, user: u}}]
 current-context: m
 `
 
+const proxyKubeconfig = `apiVersion: v1
+kind: Config
+clusters: [{name: m, cluster: {server: "https://10.0.0.1:6443", proxy-url: "http://127.0.0.1:3128"}}]
+users: [{name: u, user: {token: abc}}]
+contexts: [{name: m, context: {cluster: m, user: u}}]
+current-context: m
+`
+
 const brokenCAKubeconfig = `apiVersion: v1
 kind: Config
 clusters: [{name: m, cluster: {server: "https://127.0.0.1:6443", certificate-authority-data: "bm90IGEgY2VydGlmaWNhdGU="}}]
@@ -41,6 +49,7 @@ current-context: m
 // badInput describes a broken ManagedCluster and what its status must say.
 type badInput struct {
 	secret     func() map[string][]byte // nil: no Secret at all
+	unmarked   bool                     // the Secret lacks the kubeconfig label
 	connected  string                   // "Status/Reason" of Connected
 	stalled    bool                     // Stalled=True (else Reconciling=True)
 	kstatus    status.Status
@@ -54,10 +63,14 @@ var _ = Describe("Bad input", func() {
 		func(in badInput) {
 			f := newFixture()
 			if in.secret != nil {
-				Expect(hub.Create(ctx, &corev1.Secret{
-					ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "bad-kubeconfig"},
+				secret := &corev1.Secret{
+					ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "bad-kubeconfig", Labels: map[string]string{fleetv1.KubeconfigSecretLabel: "true"}},
 					Data:       in.secret(),
-				})).To(Succeed())
+				}
+				if in.unmarked {
+					secret.Labels = nil
+				}
+				Expect(hub.Create(ctx, secret)).To(Succeed())
 			}
 			f.cluster("bad")
 			Eventually(f.condition("bad", fleetv1.ConditionConnected)).Should(Equal(in.connected))
@@ -86,6 +99,10 @@ var _ = Describe("Bad input", func() {
 			Expect(f.nodeNames("bad")()).To(BeEmpty())
 		},
 		Entry("missing Secret", badInput{connected: "Unknown/SecretNotFound", stalled: true, kstatus: status.FailedStatus, eventMatch: "SecretNotFound"}),
+		Entry("a Secret not marked as a member kubeconfig", badInput{
+			secret: func() map[string][]byte { return kubeconfigData(member1Direct) }, unmarked: true,
+			connected: "Unknown/SecretNotMarked", stalled: true, kstatus: status.FailedStatus, eventMatch: "SecretNotMarked",
+		}),
 		Entry("missing key", badInput{
 			secret:    func() map[string][]byte { return map[string][]byte{"config": member1Direct} },
 			connected: "Unknown/SecretKeyNotFound", stalled: true, kstatus: status.FailedStatus, eventMatch: "SecretKeyNotFound",
@@ -122,11 +139,41 @@ var _ = Describe("Bad input", func() {
 			},
 			connected: "Unknown/Unreachable", stalled: false, kstatus: status.InProgressStatus, eventMatch: "Unreachable",
 		}),
+		Entry("an address the operator may not dial", badInput{
+			secret: func() map[string][]byte {
+				// The suite's operator allows 127.0.0.1 only; 127.0.0.2 is
+				// loopback too, and denied before any dial.
+				b, err := framework.WithServer(member1Direct, "https://127.0.0.2:6443")
+				Expect(err).NotTo(HaveOccurred())
+				return kubeconfigData(b)
+			},
+			connected: "False/AddressDenied", stalled: true, kstatus: status.FailedStatus, eventMatch: "AddressDenied",
+		}),
+		Entry("a proxy-url", badInput{
+			secret:    func() map[string][]byte { return kubeconfigData([]byte(proxyKubeconfig)) },
+			connected: "Unknown/ProxyRefused", stalled: true, kstatus: status.FailedStatus, eventMatch: "ProxyRefused",
+		}),
 		Entry("member RBAC forbidding list/watch nodes", badInput{
 			secret:    func() map[string][]byte { return kubeconfigData(member1NoRBAC) },
 			connected: "False/Forbidden", stalled: true, kstatus: status.FailedStatus, eventMatch: "Forbidden",
 		}),
 	)
+
+	It("recovers by itself once the Secret is marked", func() {
+		f := newFixture()
+		n := f.node(member1, "mark", nil)
+		f.secret("mark-kubeconfig", member1Direct)
+		secret := &corev1.Secret{}
+		Expect(hub.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "mark-kubeconfig"}, secret)).To(Succeed())
+		secret.Labels = nil
+		Expect(hub.Update(ctx, secret)).To(Succeed())
+		f.cluster("mark")
+		Eventually(f.condition("mark", fleetv1.ConditionStalled)).Should(Equal("True/SecretNotMarked"))
+		secret.Labels = map[string]string{fleetv1.KubeconfigSecretLabel: "true"}
+		Expect(hub.Update(ctx, secret)).To(Succeed())
+		Eventually(f.condition("mark", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
+		Expect(f.nodeNames("mark")()).To(Equal([]string{n}))
+	})
 
 	It("recovers by itself once the missing Secret appears", func() {
 		f := newFixture()

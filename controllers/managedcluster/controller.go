@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
@@ -32,10 +33,26 @@ import (
 )
 
 // CacheOptions are the manager cache options the operator needs: the
-// cache keeps metadata of every NodeSnapshot and Secret, and their
-// managedFields, several kilobytes for a snapshot, are of no use to it.
+// cache keeps metadata of every NodeSnapshot and of the Secrets marked as
+// member kubeconfigs only, and no managedFields (several kilobytes for a
+// snapshot). Secret annotations are dropped too: last-applied-configuration
+// would carry the Secret's data.
 func CacheOptions() cache.Options {
-	return cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {
+				Label: labels.SelectorFromSet(labels.Set{fleetv1.KubeconfigSecretLabel: "true"}),
+				Transform: func(obj any) (any, error) {
+					if m, ok := obj.(metav1.Object); ok {
+						m.SetManagedFields(nil)
+						m.SetAnnotations(nil)
+					}
+					return obj, nil
+				},
+			},
+		},
+	}
 }
 
 // secretRefField indexes ManagedClusters by the Secret they read.

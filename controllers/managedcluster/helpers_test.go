@@ -38,7 +38,7 @@ func (f *fixture) node(cs kubernetes.Interface, short string, labels map[string]
 }
 
 func (f *fixture) secret(name string, kubeconfig []byte) {
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name}, Data: map[string][]byte{"kubeconfig": kubeconfig}}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name, Labels: map[string]string{fleetv1.KubeconfigSecretLabel: "true"}}, Data: map[string][]byte{"kubeconfig": kubeconfig}}
 	Expect(hub.Create(ctx, s)).To(Succeed())
 }
 

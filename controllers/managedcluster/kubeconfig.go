@@ -40,6 +40,10 @@ func (r *Reconciler) memberInput(ctx context.Context, mc *fleetv1.ManagedCluster
 		}
 		return nil, fmt.Errorf("reading kubeconfig Secret %s: %w", ref, err)
 	}
+	if secret.Labels[fleetv1.KubeconfigSecretLabel] != "true" {
+		return nil, &member.Refusal{Reason: fleetv1.ReasonSecretNotMarked, Message: fmt.Sprintf(
+			"Secret %q is not marked as a member kubeconfig: label it %s=true", ref.Name, fleetv1.KubeconfigSecretLabel)}
+	}
 	key := mc.KubeconfigKey()
 	kubeconfig, ok := secret.Data[key]
 	if !ok || len(kubeconfig) == 0 {

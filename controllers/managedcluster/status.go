@@ -2,6 +2,7 @@ package managedcluster
 
 import (
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -26,12 +27,21 @@ var stalledReasons = map[string]bool{
 	fleetv1.ReasonForbidden:            true,
 	fleetv1.ReasonUnauthorized:         true,
 	fleetv1.ReasonCertificateUntrusted: true,
+	fleetv1.ReasonAddressDenied:        true,
 }
+
+// maxMessage bounds a condition message: whatever a member or a Secret
+// puts into one, a status patch never fails on the schema's maxLength and
+// never carries more than this.
+const maxMessage = 1024
 
 // setStatus sets observedGeneration, every owned condition and the node
 // summary from one observation.
 func setStatus(mc *fleetv1.ManagedCluster, obs observation) {
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
+		if len(msg) > maxMessage {
+			msg = strings.ToValidUTF8(msg[:maxMessage-len("…")], "") + "…"
+		}
 		meta.SetStatusCondition(&mc.Status.Conditions, metav1.Condition{
 			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: mc.Generation,
 		})

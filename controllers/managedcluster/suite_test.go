@@ -1,7 +1,10 @@
 package managedcluster_test
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"sync"
 	"net/url"
 	"testing"
 
@@ -10,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -36,13 +40,18 @@ var (
 	member1, member2               kubernetes.Interface
 	member1Proxy                   *framework.Proxy
 	hubRequests                    = &framework.RequestCounter{}
+	suiteLog                       = &syncBuffer{}
 
 	// Kubeconfigs for the members.
 	member1ViaProxy, member1Direct, member2Admin, member1NoRBAC []byte
 )
 
 var _ = BeforeSuite(func() {
-	ctrl.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	// Every log line, the operator's and client-go's, also goes to
+	// suiteLog, where specs look for what must never be logged.
+	logger := zap.New(zap.WriteTo(io.MultiWriter(GinkgoWriter, suiteLog)), zap.UseDevMode(true))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger.WithName("klog"))
 	var cancel context.CancelFunc
 	ctx, cancel = context.WithCancel(context.Background())
 	DeferCleanup(cancel)
@@ -101,6 +110,24 @@ func restartOperator() {
 	var err error
 	stopOperator, err = framework.StartOperator(ctx, operatorCfg)
 	Expect(err).NotTo(HaveOccurred())
+}
+
+// syncBuffer is a log sink specs can read while the operator writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // Every spec gets a namespace on the hub and a label that its member nodes

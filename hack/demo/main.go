@@ -28,6 +28,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/internal/dev/controlplane"
 	"github.com/nodemirror/nodemirror/internal/simulator"
 )
@@ -144,6 +145,9 @@ func run(ctx context.Context, o options) (err error) {
 		if _, err := d.kubectlRun(hubKubeconfig, "", "-n", "fleet", "create", "secret", "generic", m+"-kubeconfig", "--from-file=kubeconfig="+readOnly); err != nil {
 			return err
 		}
+		if _, err := d.kubectlRun(hubKubeconfig, "", "-n", "fleet", "label", "secret", m+"-kubeconfig", fleetv1.KubeconfigSecretLabel+"=true"); err != nil {
+			return err
+		}
 		mc := fmt.Sprintf("apiVersion: fleet.nodemirror.io/v1alpha1\nkind: ManagedCluster\nmetadata: {name: %s, namespace: fleet}\nspec:\n  kubeconfigSecretRef: {name: %s-kubeconfig}\n", m, m)
 		if _, err := d.kubectlRun(hubKubeconfig, mc, "apply", "-f", "-"); err != nil {
 			return err
@@ -160,7 +164,9 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 	if err := d.start("operator", filepath.Join(bin, "nodemirror-operator"), "--kubeconfig", hubKubeconfig,
-		"--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--member-probe-interval", "2s"); err != nil {
+		"--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--member-probe-interval", "2s",
+		// The demo's members listen on this host's loopback.
+		"--member-allow-cidrs", "127.0.0.1/32"); err != nil {
 		return err
 	}
 	if err := d.start("sidecar", filepath.Join(bin, "nodemirror-sidecar"), "--kubeconfig", hubKubeconfig,

@@ -3,6 +3,8 @@ package member
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -21,12 +23,20 @@ type Refusal struct {
 
 func (e *Refusal) Error() string { return e.Reason + ": " + e.Message }
 
-// Policy says which kubeconfig features the operator accepts.
+// Policy says which kubeconfig features the operator accepts, and bounds
+// what a member reached through one may make the operator do.
 type Policy struct {
 	// AllowExecAndFiles accepts exec and auth-provider plugins and paths to
 	// local files. Off by default: they run programs or read files of the
 	// operator's own pod on behalf of whoever can write a Secret.
 	AllowExecAndFiles bool
+	// AllowProxy accepts a cluster's proxy-url. Off by default: the proxy,
+	// not the member, would be dialed, past the Network checks.
+	AllowProxy bool
+	// Network decides which addresses may be dialed.
+	Network Network
+	// Limits bound response sizes and waits.
+	Limits Limits
 }
 
 // RESTConfig parses a kubeconfig and returns the rest.Config of its current
@@ -52,16 +62,36 @@ func (p Policy) RESTConfig(kubeconfig []byte) (*rest.Config, error) {
 			return nil, err
 		}
 	}
+	if cluster, ok := cfg.Clusters[kctx.Cluster]; ok && cluster.ProxyURL != "" && !p.AllowProxy {
+		return nil, &Refusal{fleetv1.ReasonProxyRefused, fmt.Sprintf("cluster %q sets proxy-url; the operator dials members itself unless started with --allow-kubeconfig-proxy", kctx.Cluster)}
+	}
 	restCfg, err := clientcmd.NewNonInteractiveClientConfig(*cfg, ctxName, &clientcmd.ConfigOverrides{}, nil).ClientConfig()
 	if err != nil {
 		return nil, &Refusal{fleetv1.ReasonKubeconfigInvalid, fmt.Sprintf("kubeconfig context %q is not usable: %v", ctxName, err)}
 	}
+	p.guard(restCfg)
 	// Fail on unparsable certificate data now, with a reason of its own,
 	// rather than on every request later.
 	if _, err := rest.TransportFor(restCfg); err != nil {
 		return nil, &Refusal{fleetv1.ReasonCertificateDataInvalid, fmt.Sprintf("kubeconfig context %q: %v", ctxName, err)}
 	}
 	return restCfg, nil
+}
+
+// guard makes every client built from cfg dial only what the Network
+// allows, never follow redirects, read bounded responses, wait bounded
+// times, and keep the member's warning texts out of the operator's log.
+func (p Policy) guard(cfg *rest.Config) {
+	limits := p.Limits
+	limits.defaults()
+	cfg.Dial = p.Network.DialContext
+	if cfg.Proxy == nil {
+		// Not the operator's own proxy environment either: a proxy
+		// would be dialed instead of the checked member address.
+		cfg.Proxy = func(*http.Request) (*url.URL, error) { return nil, nil }
+	}
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return &boundedTransport{next: rt, limits: limits} }
+	cfg.WarningHandlerWithContext = rest.NoWarnings{}
 }
 
 func refuseExecAndFiles(cfg *clientcmdapi.Config, kctx *clientcmdapi.Context) error {

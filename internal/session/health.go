@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/member"
 )
 
 // Connection is what the session knows about reaching the member API server;
@@ -65,7 +66,9 @@ func probe(ctx context.Context, rc rest.Interface, timeout time.Duration) Connec
 	return classify(err)
 }
 
-// classify turns a request error into a Connection.
+// classify turns a request error into a Connection. Its message is the
+// operator's own words: never a response body, which the member (so the
+// tenant who chose it) writes, nor its Status message or warnings.
 func classify(err error) Connection {
 	if err == nil {
 		return Connection{metav1.ConditionTrue, fleetv1.ReasonHealthy, "member API server is healthy"}
@@ -76,26 +79,37 @@ func classify(err error) Connection {
 		hostname  x509.HostnameError
 		invalid   x509.CertificateInvalidError
 		verify    *tls.CertificateVerificationError
+		denied    *member.DeniedError
+		redirect  *member.RedirectError
+		tooLarge  *member.ResponseTooLargeError
 	)
 	switch {
+	case errors.As(err, &denied):
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonAddressDenied, denied.Error() + "; the operator's --member-allow-cidrs can open a range"}
+	case errors.As(err, &redirect):
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonRedirected, redirect.Error()}
+	case errors.As(err, &tooLarge):
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonMemberResponseTooLarge, tooLarge.Error()}
 	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &verify):
-		return Connection{metav1.ConditionFalse, fleetv1.ReasonCertificateUntrusted, fmt.Sprintf("member API server certificate is not trusted by the kubeconfig's CA: %v", err)}
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonCertificateUntrusted, "member API server certificate is not trusted by the kubeconfig's CA: " + clean(err)}
 	case apierrors.IsUnauthorized(err):
-		return Connection{metav1.ConditionFalse, fleetv1.ReasonUnauthorized, fmt.Sprintf("member API server refused the kubeconfig's credentials: %v", err)}
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonUnauthorized, "member API server refused the kubeconfig's credentials (401)"}
 	case apierrors.IsForbidden(err):
-		return Connection{metav1.ConditionFalse, fleetv1.ReasonForbidden, fmt.Sprintf("member RBAC forbids it: %v", err)}
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonForbidden, "member RBAC forbids it (403): bind the ClusterRole of config/member to the kubeconfig's user"}
 	case errors.As(err, &status) && status.Status().Code >= http.StatusInternalServerError && status.Status().Code != http.StatusGatewayTimeout:
-		return Connection{metav1.ConditionFalse, fleetv1.ReasonUnhealthy, "member API server reports unhealthy: " + firstLine(err.Error())}
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonUnhealthy, fmt.Sprintf("member API server reports unhealthy (%d)", status.Status().Code)}
 	case errors.As(err, &status) && status.Status().Code != http.StatusGatewayTimeout && status.Status().Code != 0:
-		return Connection{metav1.ConditionFalse, fleetv1.ReasonUnhealthy, fmt.Sprintf("member API server answered %d: %s", status.Status().Code, firstLine(err.Error()))}
+		return Connection{metav1.ConditionFalse, fleetv1.ReasonUnhealthy, fmt.Sprintf("member API server answered %d", status.Status().Code)}
 	default:
-		return Connection{metav1.ConditionUnknown, fleetv1.ReasonUnreachable, fmt.Sprintf("member API server unreachable, snapshots are stale: %v", err)}
+		return Connection{metav1.ConditionUnknown, fleetv1.ReasonUnreachable, "member API server unreachable, snapshots are stale: " + clean(err)}
 	}
 }
 
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	const limit = 512
+// clean is the first line of a transport error, bounded: such errors name
+// addresses and causes, never a body, but may carry the tenant's URL.
+func clean(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	const limit = 256
 	if len(s) > limit {
 		s = s[:limit] + "…"
 	}

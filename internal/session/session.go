@@ -240,10 +240,13 @@ func (s *Session) enqueue(obj any) {
 	s.notify()
 }
 
-func (s *Session) watchError(ctx context.Context, r *cache.Reflector, err error) {
-	cache.DefaultWatchErrorHandler(ctx, r, err)
+// watchError is the informer's list and watch error handler. It logs the
+// classified error, not the error itself, which may quote what the member
+// wrote, and reports refusals that the prober cannot see.
+func (s *Session) watchError(_ context.Context, _ *cache.Reflector, err error) {
 	c := classify(err)
-	if c.Reason != fleetv1.ReasonForbidden && c.Reason != fleetv1.ReasonUnauthorized {
+	s.log.V(1).Info("Member node list or watch failed; retrying", "reason", c.Reason, "message", c.Message)
+	if c.Reason != fleetv1.ReasonForbidden && c.Reason != fleetv1.ReasonUnauthorized && c.Reason != fleetv1.ReasonMemberResponseTooLarge {
 		return // the prober reports reachability
 	}
 	c.Message = "cannot list and watch nodes: " + c.Message

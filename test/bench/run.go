@@ -276,7 +276,7 @@ func setup(ctx context.Context, sz sizes, opts options, log func(string, ...any)
 		if err != nil {
 			return nil, nil, err
 		}
-		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("member-%d", m)}, Data: map[string][]byte{"kubeconfig": kubeconfig}}
+		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("member-%d", m), Labels: map[string]string{fleetv1.KubeconfigSecretLabel: "true"}}, Data: map[string][]byte{"kubeconfig": kubeconfig}}
 		if err := e.hub.Create(ctx, secret); err != nil {
 			return nil, nil, err
 		}

@@ -78,7 +78,7 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 	}
 	for _, o := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fleet"}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "prod-kubeconfig"}, Data: map[string][]byte{"kubeconfig": kubeconfig}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "prod-kubeconfig", Labels: map[string]string{fleetv1.KubeconfigSecretLabel: "true"}}, Data: map[string][]byte{"kubeconfig": kubeconfig}},
 		framework.NewManagedCluster("fleet", "prod"),
 	} {
 		if err := hub.Create(ctx, o); err != nil {

@@ -56,6 +56,7 @@ func (k kubectl) registerCluster(name, memberKubeconfig string) {
 	k.t.Helper()
 	k.must("", "create", "namespace", "fleet")
 	k.must("", "-n", "fleet", "create", "secret", "generic", name+"-kubeconfig", "--from-file=kubeconfig="+memberKubeconfig)
+	k.must("", "-n", "fleet", "label", "secret", name+"-kubeconfig", "fleet.nodemirror.io/kubeconfig=true")
 	k.must(fmt.Sprintf(`apiVersion: fleet.nodemirror.io/v1alpha1
 kind: ManagedCluster
 metadata: {name: %s, namespace: fleet}
@@ -98,7 +99,8 @@ func TestOperatorBinaryWithKubectl(t *testing.T) {
 
 	metricsAddr, probeAddr := framework.FreePort(t), framework.FreePort(t)
 	operator := startBinary(t, dir, "operator", "http://"+probeAddr+"/readyz", "--kubeconfig", hubKubeconfig, "--leader-elect", "--leader-election-namespace", "default",
-		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", probeAddr, "--member-probe-interval", "500ms")
+		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", probeAddr, "--member-probe-interval", "500ms",
+		"--member-allow-cidrs", "127.0.0.1/32")
 
 	k.registerCluster("edge", memberKubeconfig)
 

@@ -3,6 +3,7 @@ package framework
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -15,6 +16,7 @@ import (
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/controllers/managedcluster"
+	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/session"
 )
 
@@ -45,9 +47,12 @@ func StartOperator(ctx context.Context, hub *rest.Config) (stop func() error, er
 		return nil, err
 	}
 	r := &managedcluster.Reconciler{
-		Client:         mgr.GetClient(),
-		APIReader:      mgr.GetAPIReader(),
-		Recorder:       mgr.GetEventRecorder("nodemirror-operator"),
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("nodemirror-operator"),
+		// Members of the suites listen on 127.0.0.1; the rest of
+		// loopback stays denied, for the tests of the guard.
+		Policy:         member.Policy{Network: member.Network{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}},
 		MemberQPS:      100,
 		MemberBurst:    200,
 		Probe:          session.ProbeOptions{Interval: 200 * time.Millisecond, Timeout: time.Second, FailureThreshold: 3},

@@ -1,0 +1,177 @@
+package member
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// Limits bound what one member may make the operator read and wait for.
+// Zero values take the defaults.
+type Limits struct {
+	// ProbeBytes caps the body of /readyz, /healthz, /livez and /version
+	// (default 1 MiB).
+	ProbeBytes int64
+	// ResponseBytes caps any other response, such as a page of a node
+	// list (default 128 MiB).
+	ResponseBytes int64
+	// WatchEventBytes caps one event of a watch stream (default 8 MiB).
+	WatchEventBytes int64
+	// RequestTimeout bounds a request that is not a watch, body included
+	// (default 1m).
+	RequestTimeout time.Duration
+	// WatchTimeout bounds a whole watch (default 15m; informers start a
+	// new one every 5 to 10 minutes anyway), and HeaderTimeout the wait
+	// for any response's headers (default 30s).
+	WatchTimeout  time.Duration
+	HeaderTimeout time.Duration
+}
+
+func (l *Limits) defaults() {
+	if l.ProbeBytes <= 0 {
+		l.ProbeBytes = 1 << 20
+	}
+	if l.ResponseBytes <= 0 {
+		l.ResponseBytes = 128 << 20
+	}
+	if l.WatchEventBytes <= 0 {
+		l.WatchEventBytes = 8 << 20
+	}
+	if l.RequestTimeout <= 0 {
+		l.RequestTimeout = time.Minute
+	}
+	if l.WatchTimeout <= 0 {
+		l.WatchTimeout = 15 * time.Minute
+	}
+	if l.HeaderTimeout <= 0 {
+		l.HeaderTimeout = 30 * time.Second
+	}
+}
+
+// ResponseTooLargeError is a member response cut off at its limit.
+type ResponseTooLargeError struct {
+	Path  string
+	Limit int64
+	// PerEvent is set for a watch event over the limit.
+	PerEvent bool
+}
+
+func (e *ResponseTooLargeError) Error() string {
+	what := "response"
+	if e.PerEvent {
+		what = "watch event"
+	}
+	return fmt.Sprintf("member %s to %s exceeds %d bytes", what, e.Path, e.Limit)
+}
+
+// RedirectError is a member answer that asked to go elsewhere: the
+// operator never follows it, since the credentials would go along.
+type RedirectError struct {
+	Path   string
+	Status int
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("member answered %s with a redirect (%d); redirects are not followed", e.Path, e.Status)
+}
+
+// boundedTransport enforces Limits and refuses redirects.
+type boundedTransport struct {
+	next   http.RoundTripper
+	limits Limits
+}
+
+func (t *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	watch := isWatch(req)
+	timeout := t.limits.RequestTimeout
+	if watch {
+		timeout = t.limits.WatchTimeout
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), timeout)
+	headers := time.AfterFunc(t.limits.HeaderTimeout, cancel)
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
+	headers.Stop()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		_ = resp.Body.Close()
+		cancel()
+		return nil, &RedirectError{Path: req.URL.Path, Status: resp.StatusCode}
+	}
+	limit, perEvent := t.limits.ResponseBytes, false
+	switch {
+	case watch:
+		limit, perEvent = t.limits.WatchEventBytes, true
+	case isProbe(req.URL.Path):
+		limit = t.limits.ProbeBytes
+	}
+	resp.Body = &boundedBody{body: resp.Body, cancel: cancel, limit: limit, perEvent: perEvent, path: req.URL.Path}
+	return resp, nil
+}
+
+func isWatch(req *http.Request) bool {
+	w := req.URL.Query().Get("watch")
+	return w == "true" || w == "1"
+}
+
+func isProbe(path string) bool {
+	switch path {
+	case "/readyz", "/healthz", "/livez", "/version":
+		return true
+	}
+	return false
+}
+
+// boundedBody fails a read that takes the body past its limit: the whole
+// body, or, for a watch, the bytes since the last newline (the API server
+// ends every JSON watch event with one, and JSON never holds a raw one).
+type boundedBody struct {
+	body     io.ReadCloser
+	cancel   context.CancelFunc
+	limit    int64
+	perEvent bool
+	path     string
+	n        int64
+	err      error
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.body.Read(p)
+	if b.perEvent {
+		for chunk := p[:n]; len(chunk) > 0; {
+			i := bytes.IndexByte(chunk, '\n')
+			if i < 0 {
+				b.n += int64(len(chunk))
+				break
+			}
+			if b.n+int64(i) > b.limit {
+				b.n += int64(i)
+				break
+			}
+			b.n = 0
+			chunk = chunk[i+1:]
+		}
+	} else {
+		b.n += int64(n)
+	}
+	if b.n > b.limit {
+		b.err = &ResponseTooLargeError{Path: b.path, Limit: b.limit, PerEvent: b.perEvent}
+		_ = b.Close()
+		return 0, b.err
+	}
+	return n, err
+}
+
+func (b *boundedBody) Close() error {
+	err := b.body.Close()
+	b.cancel()
+	return err
+}
