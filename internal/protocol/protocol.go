@@ -7,9 +7,13 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
+	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -30,8 +34,13 @@ const (
 	// CloseResume: the client fell too far behind; reconnect and
 	// subscribe again with the last resourceVersion it stored.
 	CloseResume = 4000
-	// CloseUnauthorized: the hub no longer accepts the token; sign in again.
+	// CloseUnauthorized: the hub no longer accepts the token, or it now
+	// belongs to someone else; sign in again.
 	CloseUnauthorized = 4001
+	// CloseInvalidMessages: the client sent too many messages the sidecar
+	// had to refuse within a short time. A correct client does not get
+	// this; reconnecting with the same messages gets it again.
+	CloseInvalidMessages = 4002
 )
 
 // Kinds a client can subscribe to.
@@ -68,6 +77,12 @@ const (
 	HardMessageBytes = 64 << 10
 	// MaxClusters is the most clusters one subscription may name.
 	MaxClusters = 256
+	// MaxEchoBytes is the most bytes of a client's input an error message
+	// repeats back. Echoing more would let a client make the sidecar queue
+	// far more than it sent: JSON escapes '<' as six bytes.
+	MaxEchoBytes = 64
+	// MaxStatusMessageBytes bounds every Status message, whatever built it.
+	MaxStatusMessageBytes = 1024
 )
 
 // ClientMessage is a request from a client.
@@ -124,7 +139,7 @@ func Decode(data []byte) (*ClientMessage, *metav1.Status) {
 	dec.DisallowUnknownFields()
 	var m ClientMessage
 	if err := dec.Decode(&m); err != nil {
-		return nil, BadRequest(fmt.Sprintf("malformed message: %v", err))
+		return nil, BadRequest("malformed message: " + describeJSONError(err))
 	}
 	if dec.More() {
 		return nil, BadRequest("malformed message: more than one JSON value")
@@ -137,18 +152,18 @@ func Decode(data []byte) (*ClientMessage, *metav1.Status) {
 		return &m, nil
 	case TypeSubscribe:
 	default:
-		return &m, BadRequest(fmt.Sprintf("unknown message type %q: want %q or %q", m.Type, TypeSubscribe, TypeUnsubscribe))
+		return &m, BadRequest(fmt.Sprintf("unknown message type %s: want %q or %q", Quote(m.Type), TypeSubscribe, TypeUnsubscribe))
 	}
 	switch m.Kind {
 	case "":
 		m.Kind = KindNodeSnapshot
 	case KindNodeSnapshot, KindManagedCluster:
 	default:
-		return &m, BadRequest(fmt.Sprintf("unknown kind %q: want %q or %q", m.Kind, KindNodeSnapshot, KindManagedCluster))
+		return &m, BadRequest(fmt.Sprintf("unknown kind %s: want %q or %q", Quote(m.Kind), KindNodeSnapshot, KindManagedCluster))
 	}
 	if m.Namespace != "" {
 		if errs := validation.IsDNS1123Label(m.Namespace); len(errs) > 0 {
-			return &m, BadRequest(fmt.Sprintf("invalid namespace %q: %s", m.Namespace, errs[0]))
+			return &m, BadRequest(fmt.Sprintf("invalid namespace %s: %s", Quote(m.Namespace), Clip(errs[0], MaxEchoBytes)))
 		}
 	}
 	if len(m.Clusters) > MaxClusters {
@@ -156,7 +171,7 @@ func Decode(data []byte) (*ClientMessage, *metav1.Status) {
 	}
 	for _, c := range m.Clusters {
 		if errs := validation.IsDNS1123Label(c); len(errs) > 0 {
-			return &m, BadRequest(fmt.Sprintf("invalid cluster name %q: %s", c, errs[0]))
+			return &m, BadRequest(fmt.Sprintf("invalid cluster name %s: %s", Quote(c), Clip(errs[0], MaxEchoBytes)))
 		}
 	}
 	if m.ResourceVersion != "" {
@@ -172,27 +187,80 @@ func Decode(data []byte) (*ClientMessage, *metav1.Status) {
 func ParseResourceVersion(rv string) (uint64, error) {
 	var n uint64
 	if rv == "" || len(rv) > 20 {
-		return 0, fmt.Errorf("invalid resourceVersion %q", rv)
+		return 0, fmt.Errorf("invalid resourceVersion %s", Quote(rv))
 	}
 	for _, c := range []byte(rv) {
 		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("invalid resourceVersion %q: not a number", rv)
+			return 0, fmt.Errorf("invalid resourceVersion %s: not a number", Quote(rv))
 		}
 		d := uint64(c - '0')
 		if n > (1<<64-1-d)/10 {
-			return 0, fmt.Errorf("invalid resourceVersion %q: too large", rv)
+			return 0, fmt.Errorf("invalid resourceVersion %s: too large", Quote(rv))
 		}
 		n = n*10 + d
 	}
 	return n, nil
 }
 
-// NewStatus builds a failure Status.
+// NewStatus builds a failure Status. The message is cut at
+// MaxStatusMessageBytes: callers quote client input with Quote, and this is
+// the bound for everything else (a hub's reason, say).
 func NewStatus(code int32, reason metav1.StatusReason, message string) *metav1.Status {
 	return &metav1.Status{
 		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-		Status:   metav1.StatusFailure, Code: code, Reason: reason, Message: message,
+		Status:   metav1.StatusFailure, Code: code, Reason: reason, Message: Clip(message, MaxStatusMessageBytes),
 	}
+}
+
+// Quote is %q of at most MaxEchoBytes of s, saying how much was left out:
+// the one way error messages repeat what a client sent.
+func Quote(s string) string {
+	if len(s) <= MaxEchoBytes {
+		return strconv.Quote(s)
+	}
+	cut := clipAt(s, MaxEchoBytes)
+	return fmt.Sprintf("%q... (%d bytes)", s[:cut], len(s))
+}
+
+// Clip returns s, or its first n bytes (cut at a character boundary)
+// followed by "...".
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:clipAt(s, n-3)] + "..."
+}
+
+// clipAt is the largest cut of s at most n bytes long that does not split
+// a UTF-8 character.
+func clipAt(s string, n int) int {
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return n
+}
+
+// describeJSONError says what encoding/json refused without repeating
+// more than MaxEchoBytes of the input: its messages quote whole field
+// names and number literals.
+func describeJSONError(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("invalid JSON at byte %d: %s", syntax.Offset, Clip(syntax.Error(), MaxEchoBytes))
+	case errors.As(err, &typ) && typ.Field == "":
+		return "a message is a JSON object"
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %s must be of type %s", Quote(typ.Field), typ.Type)
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, `json: unknown field "`); ok {
+		// The name is everything up to the closing quote, which is the
+		// message's last byte.
+		return "unknown field " + Quote(strings.TrimSuffix(name, `"`))
+	}
+	return Clip(msg, MaxEchoBytes)
 }
 
 // BadRequest is a 400 Status.

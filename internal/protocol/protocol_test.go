@@ -46,6 +46,58 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestErrorsEchoLittle: whatever a client sends, an error quotes at most
+// MaxEchoBytes of it, so a 4 KiB message of characters that JSON escapes
+// six-fold is never answered with a 24 KiB error.
+func TestErrorsEchoLittle(t *testing.T) {
+	lt := strings.Repeat("<", MaxMessageBytes-100)
+	for name, in := range map[string]string{
+		"type":            `{"type":"` + lt + `","id":"s"}`,
+		"kind":            `{"type":"subscribe","id":"s","kind":"` + lt + `"}`,
+		"namespace":       `{"type":"subscribe","id":"s","namespace":"` + lt + `"}`,
+		"cluster":         `{"type":"subscribe","id":"s","clusters":["` + lt + `"]}`,
+		"resourceVersion": `{"type":"subscribe","id":"s","resourceVersion":"` + lt + `"}`,
+		"id":              `{"type":"subscribe","id":"` + lt + `"}`,
+		"unknown field":   `{"` + lt + `":1}`,
+		"syntax":          `{"type":"subscribe"` + lt,
+		"number":          `{"type":` + strings.Repeat("1", MaxMessageBytes-100) + `}`,
+		"array":           `[` + strings.Repeat(`"<",`, 900) + `"<"]`,
+		"too big":         `{"type":"subscribe","id":"s","namespace":"` + strings.Repeat("<", MaxMessageBytes) + `"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, st := Decode([]byte(in))
+			if st == nil {
+				t.Fatal("accepted")
+			}
+			if n := strings.Count(st.Message, "<") + strings.Count(st.Message, "1"); n > MaxEchoBytes+2 {
+				t.Errorf("message repeats %d bytes of the input: %.200s", n, st.Message)
+			}
+			raw, _ := json.Marshal(st)
+			if len(raw) > 1024 {
+				t.Errorf("encoded Status is %d bytes: %.200s", len(raw), raw)
+			}
+			t.Log(st.Message)
+		})
+	}
+}
+
+func TestQuoteAndClip(t *testing.T) {
+	if got := Quote("short"); got != `"short"` {
+		t.Errorf("Quote(short) = %s", got)
+	}
+	long := strings.Repeat("é", 100) // two bytes each: cuts must not split one
+	q := Quote(long)
+	if !strings.HasSuffix(q, "... (200 bytes)") || strings.Count(q, "é") != MaxEchoBytes/2 {
+		t.Errorf("Quote(long) = %s", q)
+	}
+	if got := Clip(long, 11); got != "éééé..." {
+		t.Errorf("Clip = %q", got)
+	}
+	if st := NewStatus(http.StatusBadRequest, "", strings.Repeat("x", 5000)); len(st.Message) > MaxStatusMessageBytes {
+		t.Errorf("Status message of %d bytes", len(st.Message))
+	}
+}
+
 func TestParseResourceVersion(t *testing.T) {
 	for in, want := range map[string]uint64{"0": 0, "1": 1, "18446744073709551615": 1<<64 - 1} {
 		if got, err := ParseResourceVersion(in); err != nil || got != want {
