@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,23 +29,31 @@ type User struct {
 	Extra  map[string][]string `json:"extra,omitempty"`
 }
 
-// Auth answers who a token belongs to and what they may list.
+// Auth answers who a token belongs to and what they may read.
 type Auth interface {
 	// Authenticate returns nil and no error for a token the hub rejects.
 	Authenticate(ctx context.Context, token string) (*User, error)
-	// Allowed says whether u may list resource in namespace ("" for all
-	// namespaces), and if not, why.
-	Allowed(ctx context.Context, u *User, resource, namespace string) (bool, string, error)
+	// Cached reports whether Authenticate would answer for token without
+	// asking the hub: only those requests spend a client's rate limit.
+	Cached(token string) bool
+	// Allowed says whether u may verb (list or watch) resource in
+	// namespace ("" for all namespaces), and if not, why.
+	Allowed(ctx context.Context, u *User, verb, resource, namespace string) (bool, string, error)
 }
 
 // hubAuth asks the hub's API server with TokenReview and
 // SubjectAccessReview and caches the answers briefly, so that a reconnect
-// storm does not become a review storm.
+// storm does not become a review storm. The two reviews go through
+// separate clients, each with its own QPS budget, so that a flood of
+// new tokens cannot starve the access checks of users already in, nor
+// the other way round.
 type hubAuth struct {
-	cs        kubernetes.Interface
-	ttl       time.Duration
-	tokens    *cache.LRUExpireCache
-	decisions *cache.LRUExpireCache
+	tokenReviews  kubernetes.Interface
+	accessReviews kubernetes.Interface
+	audiences     []string
+	ttl           time.Duration
+	tokens        *cache.LRUExpireCache
+	decisions     *cache.LRUExpireCache
 }
 
 type decision struct {
@@ -51,21 +61,35 @@ type decision struct {
 	reason  string
 }
 
-func newHubAuth(cs kubernetes.Interface, ttl time.Duration) *hubAuth {
-	return &hubAuth{cs: cs, ttl: ttl, tokens: cache.NewLRUExpireCache(4096), decisions: cache.NewLRUExpireCache(16384)}
+func newHubAuth(tokenReviews, accessReviews kubernetes.Interface, audiences []string, ttl time.Duration) *hubAuth {
+	return &hubAuth{
+		tokenReviews: tokenReviews, accessReviews: accessReviews, audiences: audiences, ttl: ttl,
+		tokens: cache.NewLRUExpireCache(4096), decisions: cache.NewLRUExpireCache(16384),
+	}
+}
+
+func tokenKey(token string) [sha256.Size]byte { return sha256.Sum256([]byte(token)) }
+
+func (a *hubAuth) Cached(token string) bool {
+	_, ok := a.tokens.Get(tokenKey(token))
+	return ok
 }
 
 func (a *hubAuth) Authenticate(ctx context.Context, token string) (*User, error) {
-	key := sha256.Sum256([]byte(token))
+	key := tokenKey(token)
 	if v, ok := a.tokens.Get(key); ok {
 		return v.(*User), nil
 	}
-	review, err := a.cs.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
+	review, err := a.tokenReviews.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
+		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: a.audiences},
+	}, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("token review: %w", err)
 	}
 	var u *User
-	if review.Status.Authenticated {
+	// With audiences asked for, the API server answers with those the token
+	// is good for; TokenReview's contract leaves checking them to us.
+	if review.Status.Authenticated && (len(a.audiences) == 0 || intersects(a.audiences, review.Status.Audiences)) {
 		u = &User{Name: review.Status.User.Username, UID: review.Status.User.UID, Groups: review.Status.User.Groups}
 		if len(review.Status.User.Extra) > 0 {
 			u.Extra = map[string][]string{}
@@ -84,8 +108,33 @@ func (a *hubAuth) Authenticate(ctx context.Context, token string) (*User, error)
 	return u, nil
 }
 
-func (a *hubAuth) Allowed(ctx context.Context, u *User, resource, namespace string) (bool, string, error) {
-	key := strings.Join([]string{u.Name, u.UID, strings.Join(u.Groups, ","), resource, namespace}, "\x00")
+func intersects(a, b []string) bool {
+	for _, s := range a {
+		if slices.Contains(b, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// decisionKey names one access question unambiguously: JSON keeps
+// groups ["a,b"] apart from ["a","b"], and encodes extra with its keys
+// sorted.
+func decisionKey(u *User, verb, resource, namespace string) string {
+	key, err := json.Marshal(struct {
+		Name, UID                 string
+		Groups                    []string
+		Extra                     map[string][]string
+		Verb, Resource, Namespace string
+	}{u.Name, u.UID, u.Groups, u.Extra, verb, resource, namespace})
+	if err != nil {
+		panic(err) // strings, slices and maps of strings always encode
+	}
+	return string(key)
+}
+
+func (a *hubAuth) Allowed(ctx context.Context, u *User, verb, resource, namespace string) (bool, string, error) {
+	key := decisionKey(u, verb, resource, namespace)
 	if v, ok := a.decisions.Get(key); ok {
 		d := v.(decision)
 		return d.allowed, d.reason, nil
@@ -94,10 +143,10 @@ func (a *hubAuth) Allowed(ctx context.Context, u *User, resource, namespace stri
 	for k, v := range u.Extra {
 		extra[k] = v
 	}
-	sar, err := a.cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+	sar, err := a.accessReviews.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
 		User: u.Name, UID: u.UID, Groups: u.Groups, Extra: extra,
 		ResourceAttributes: &authzv1.ResourceAttributes{
-			Namespace: namespace, Verb: "list", Group: fleetv1.GroupVersion.Group, Version: fleetv1.GroupVersion.Version, Resource: resource,
+			Namespace: namespace, Verb: verb, Group: fleetv1.GroupVersion.Group, Version: fleetv1.GroupVersion.Version, Resource: resource,
 		},
 	}}, metav1.CreateOptions{})
 	if err != nil {
@@ -116,7 +165,9 @@ func (allowAll) Authenticate(context.Context, string) (*User, error) {
 	return &User{Name: "system:anonymous", Groups: []string{"system:unauthenticated"}}, nil
 }
 
-func (allowAll) Allowed(context.Context, *User, string, string) (bool, string, error) {
+func (allowAll) Cached(string) bool { return true }
+
+func (allowAll) Allowed(context.Context, *User, string, string, string) (bool, string, error) {
 	return true, "", nil
 }
 
@@ -140,13 +191,14 @@ func bearerToken(r *http.Request) string {
 	return ""
 }
 
-// forbiddenMessage says what was refused the way the API server does.
-func forbiddenMessage(u *User, resource, namespace, reason string) string {
+// forbiddenMessage says what was refused the way the API server does. The
+// namespace may come from a client, so it is quoted with a bound.
+func forbiddenMessage(u *User, verb, resource, namespace, reason string) string {
 	where := "at the cluster scope"
 	if namespace != "" {
-		where = fmt.Sprintf("in the namespace %q", namespace)
+		where = "in the namespace " + protocol.Quote(namespace)
 	}
-	msg := fmt.Sprintf("User %q cannot list resource %q in API group %q %s", u.Name, resource, fleetv1.GroupVersion.Group, where)
+	msg := fmt.Sprintf("User %s cannot %s resource %q in API group %q %s", protocol.Quote(u.Name), verb, resource, fleetv1.GroupVersion.Group, where)
 	if reason != "" {
 		msg += ": " + reason
 	}
