@@ -10,6 +10,10 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 
 	"github.com/nodemirror/nodemirror/internal/protocol"
 	"github.com/nodemirror/nodemirror/internal/sidecar"
@@ -154,6 +158,7 @@ func TestClientThatStopsReadingIsToldToResume(t *testing.T) {
 	// Large changes until the socket buffers are full and a write stalls.
 	stop := make(chan struct{})
 	var churn sync.WaitGroup
+	defer churn.Wait()
 	churn.Go(func() {
 		for round := 0; ; round++ {
 			for i := range objects {
@@ -162,7 +167,12 @@ func TestClientThatStopsReadingIsToldToResume(t *testing.T) {
 					return
 				default:
 				}
-				setAnnotation(t, "team-b", fmt.Sprintf("stuck.node-%d", i), "pad", strings.Repeat(fmt.Sprint(round%10), 64<<10))
+				patch := fmt.Sprintf(`{"metadata":{"annotations":{"pad":%q}}}`, strings.Repeat(fmt.Sprint(round%10), 64<<10))
+				s := &fleetv1.NodeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: "team-b", Name: fmt.Sprintf("stuck.node-%d", i)}}
+				if err := hub.Patch(ctx, s, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
+					t.Errorf("patch: %v", err)
+					return
+				}
 			}
 		}
 	})
@@ -170,8 +180,9 @@ func TestClientThatStopsReadingIsToldToResume(t *testing.T) {
 	framework.WaitFor(t, 2*time.Minute, "the sidecar to give up on the client", func() bool {
 		return ts.Metric(t, "nodemirror_sidecar_slow_client_closes_total") > 0 || ts.Metric(t, "nodemirror_sidecar_clients") == 0
 	})
+	// At once: the write in flight has WriteTimeout more to finish. The
+	// churn may go on meanwhile; the client has no subscription left.
 	close(stop)
-	churn.Wait()
 
 	// The client reads again: what was in flight, then the code.
 	var closed error
