@@ -170,6 +170,27 @@ func TestTokenAudiences(t *testing.T) {
 	c.untilBookmark("s")
 }
 
+// A refused upgrade does not repeat the request's headers at length.
+func TestRefusedUpgradeEchoesLittle(t *testing.T) {
+	ts := startSidecar(t, sidecar.Options{})
+	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/api/v1/watch", nil)
+	req.Header.Set("Authorization", "Bearer "+aliceToken)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	req.Header.Set("Origin", "https://"+strings.Repeat("a", 8<<10)+".example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || len(body) > 1024 {
+		t.Errorf("a foreign 8 KiB Origin: %d with %d bytes: %.100s", resp.StatusCode, len(body), body)
+	}
+}
+
 func TestUIContentSecurityPolicy(t *testing.T) {
 	ts := startSidecar(t, sidecar.Options{})
 	_, _, h := get(t, ts.URL+"/", "")

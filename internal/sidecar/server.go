@@ -408,7 +408,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	if !s.waitSynced(w, r, slices.Collect(maps.Values(s.kinds))...) {
 		return
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(&refusalWriter{ResponseWriter: w}, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{protocol.Subprotocol},
 		OriginPatterns: s.opts.OriginPatterns,
 	})
@@ -423,6 +423,32 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	defer s.metrics.clients.Dec()
 	newConnection(s, ws, u, bearerToken(r), s.log.WithValues("user", u.Name, "remote", r.RemoteAddr)).run(r.Context())
 }
+
+// maxRefusalBytes bounds the body of a refused upgrade.
+const maxRefusalBytes = 512
+
+// refusalWriter bounds what websocket.Accept writes when it refuses an
+// upgrade: its messages quote request headers (Origin, Host, Upgrade,
+// Sec-WebSocket-Key) whole. Accept reaches the connection to hijack
+// through Unwrap.
+type refusalWriter struct {
+	http.ResponseWriter
+	written int
+}
+
+func (w *refusalWriter) Write(p []byte) (int, error) {
+	if room := maxRefusalBytes - w.written; room > 0 {
+		if _, err := w.ResponseWriter.Write(p[:min(len(p), room)]); err != nil {
+			return 0, err
+		}
+	}
+	w.written += len(p)
+	return len(p), nil
+}
+
+// Unwrap is how websocket.Accept and http.ResponseController find the
+// connection underneath.
+func (w *refusalWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // acquire counts one more of user's connections or lists in counts, unless
 // they hold limit already.
