@@ -28,6 +28,10 @@ const (
 	ReasonMirroring = "Mirroring"
 	// ReasonPaused: spec.paused is set; snapshots are kept as last seen.
 	ReasonPaused = "Paused"
+	// ReasonTooManyNodes: the member selects more nodes than the operator's
+	// --max-nodes-per-cluster; that many are mirrored and kept up to date,
+	// the rest are not (Stalled: narrow spec.nodeSelector or raise the cap).
+	ReasonTooManyNodes = "TooManyNodes"
 	// ReasonSyncing: the initial node list is being mirrored.
 	ReasonSyncing = "Syncing"
 	// ReasonSynced: the initial node list has been mirrored.

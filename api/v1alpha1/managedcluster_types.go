@@ -136,6 +136,7 @@ type ManagedClusterStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
 
 	// KubernetesVersion is the member API server's version.
+	// +kubebuilder:validation:MaxLength=64
 	// +optional
 	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
 

@@ -19,6 +19,16 @@ const (
 	NodeNameAnnotation = "fleet.nodemirror.io/node-name"
 )
 
+// Size limits of a NodeSnapshot, enforced by the schema and applied by the
+// operator, which cuts what a member reports to fit and names the cut in
+// status.truncated. The markers below repeat these numbers.
+const (
+	MaxSnapshotLabels      = 256
+	MaxSnapshotAnnotations = 64
+	MaxConditionMessage    = 1024
+	MaxVersionLength       = 64
+)
+
 // NodeSnapshotSpec names the member node a snapshot mirrors. It never changes.
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable: a NodeSnapshot always mirrors the same node"
 type NodeSnapshotSpec struct {
@@ -38,14 +48,20 @@ type NodeSnapshotSpec struct {
 // are never mirrored, so a node that only heartbeats leaves it unchanged.
 type NodeSnapshotStatus struct {
 	// Labels are the node's labels that pass the cluster's mirror filter.
+	// +kubebuilder:validation:MaxProperties=256
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && size(self[k]) <= 63)",message="label keys are at most 317 bytes and values at most 63"
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
 	// Annotations are the node's annotations that pass the mirror filter.
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && size(self[k]) <= 4096)",message="annotation keys are at most 317 bytes and values at most 4096"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 	// Roles come from the node's node-role.kubernetes.io/<role> labels and
 	// its legacy kubernetes.io/role label, as kubectl finds them.
 	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=63
 	// +optional
 	Roles []string `json:"roles,omitempty"`
 	// Unschedulable is true when the node is cordoned.
@@ -53,21 +69,29 @@ type NodeSnapshotStatus struct {
 	Unschedulable bool `json:"unschedulable,omitempty"`
 	// Taints of the node.
 	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.all(t, size(t.key) <= 317 && (!has(t.value) || size(t.value) <= 63))",message="taint keys are at most 317 bytes and values at most 63"
 	// +optional
 	Taints []corev1.Taint `json:"taints,omitempty"`
 	// Conditions of the node, without heartbeat times.
 	// +listType=map
 	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(c, size(c.type) <= 317 && size(c.status) <= 16)",message="condition types are at most 317 bytes"
 	// +optional
 	Conditions []NodeCondition `json:"conditions,omitempty"`
 	// Addresses of the node.
 	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(a, size(a.address) <= 253 && size(a.type) <= 32)",message="addresses are at most 253 bytes"
 	// +optional
 	Addresses []corev1.NodeAddress `json:"addresses,omitempty"`
 	// Capacity of the node.
+	// +kubebuilder:validation:MaxProperties=32
 	// +optional
 	Capacity corev1.ResourceList `json:"capacity,omitempty"`
 	// Allocatable resources of the node.
+	// +kubebuilder:validation:MaxProperties=32
 	// +optional
 	Allocatable corev1.ResourceList `json:"allocatable,omitempty"`
 	// NodeInfo: versions, OS, kernel, runtime and architecture.
@@ -78,8 +102,17 @@ type NodeSnapshotStatus struct {
 	NodeCreationTimestamp metav1.Time `json:"nodeCreationTimestamp,omitempty,omitzero"`
 	// SourceResourceVersion is the member resourceVersion of the node state
 	// last mirrored. Updates that change nothing mirrored do not move it.
+	// +kubebuilder:validation:MaxLength=64
 	// +optional
 	SourceResourceVersion string `json:"sourceResourceVersion,omitempty"`
+	// Truncated names what did not fit the snapshot's size limits and was
+	// cut or left out: e.g. "labels", "conditions[Ready].message",
+	// "nodeInfo.kubeletVersion". Empty when the snapshot is whole.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=400
+	// +listType=atomic
+	// +optional
+	Truncated []string `json:"truncated,omitempty"`
 	// Columns are the node's cells of `kubectl get nodes -o wide`, worked
 	// out as kubectl works them out, for the printer columns and the UI.
 	// +optional
@@ -92,20 +125,28 @@ type NodeSnapshotStatus struct {
 type NodeColumns struct {
 	// Status is Ready, NotReady (the Ready condition is False or Unknown) or
 	// Unknown (no Ready condition), with ",SchedulingDisabled" when cordoned.
+	// +kubebuilder:validation:MaxLength=64
 	Status string `json:"status"`
 	// Roles are the node-role.kubernetes.io/<role> label names and the
 	// kubernetes.io/role label value, sorted and joined by commas, or <none>.
+	// +kubebuilder:validation:MaxLength=1100
 	Roles string `json:"roles"`
 	// Version is the kubelet version, empty when the node reports none.
+	// +kubebuilder:validation:MaxLength=64
 	Version string `json:"version"`
 	// InternalIP and ExternalIP are the first address of their type, or <none>.
+	// +kubebuilder:validation:MaxLength=253
 	InternalIP string `json:"internalIP"`
+	// +kubebuilder:validation:MaxLength=253
 	ExternalIP string `json:"externalIP"`
 	// OSImage, KernelVersion and ContainerRuntime come from the node info,
 	// <unknown> when empty; the kernel is followed by " (<architecture>)"
 	// when the architecture is known.
-	OSImage          string `json:"osImage"`
-	KernelVersion    string `json:"kernelVersion"`
+	// +kubebuilder:validation:MaxLength=128
+	OSImage string `json:"osImage"`
+	// +kubebuilder:validation:MaxLength=200
+	KernelVersion string `json:"kernelVersion"`
+	// +kubebuilder:validation:MaxLength=128
 	ContainerRuntime string `json:"containerRuntime"`
 }
 
@@ -116,9 +157,11 @@ type NodeCondition struct {
 	// Status: True, False or Unknown.
 	Status corev1.ConditionStatus `json:"status"`
 	// Reason is a one-word cause.
+	// +kubebuilder:validation:MaxLength=128
 	// +optional
 	Reason string `json:"reason,omitempty"`
 	// Message says more.
+	// +kubebuilder:validation:MaxLength=1024
 	// +optional
 	Message string `json:"message,omitempty"`
 	// LastTransitionTime is when the status last changed.
@@ -128,13 +171,20 @@ type NodeCondition struct {
 
 // NodeInfo is the part of the node's system info worth mirroring.
 type NodeInfo struct {
-	KubeletVersion          string `json:"kubeletVersion,omitempty"`
-	KubeProxyVersion        string `json:"kubeProxyVersion,omitempty"`
-	OSImage                 string `json:"osImage,omitempty"`
-	KernelVersion           string `json:"kernelVersion,omitempty"`
+	// +kubebuilder:validation:MaxLength=64
+	KubeletVersion string `json:"kubeletVersion,omitempty"`
+	// +kubebuilder:validation:MaxLength=64
+	KubeProxyVersion string `json:"kubeProxyVersion,omitempty"`
+	// +kubebuilder:validation:MaxLength=128
+	OSImage string `json:"osImage,omitempty"`
+	// +kubebuilder:validation:MaxLength=128
+	KernelVersion string `json:"kernelVersion,omitempty"`
+	// +kubebuilder:validation:MaxLength=128
 	ContainerRuntimeVersion string `json:"containerRuntimeVersion,omitempty"`
-	Architecture            string `json:"architecture,omitempty"`
-	OperatingSystem         string `json:"operatingSystem,omitempty"`
+	// +kubebuilder:validation:MaxLength=64
+	Architecture string `json:"architecture,omitempty"`
+	// +kubebuilder:validation:MaxLength=64
+	OperatingSystem string `json:"operatingSystem,omitempty"`
 }
 
 // NodeSnapshot is the mirrored state of one member node, named

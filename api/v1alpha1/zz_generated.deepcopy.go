@@ -376,6 +376,11 @@ func (in *NodeSnapshotStatus) DeepCopyInto(out *NodeSnapshotStatus) {
 	}
 	out.NodeInfo = in.NodeInfo
 	in.NodeCreationTimestamp.DeepCopyInto(&out.NodeCreationTimestamp)
+	if in.Truncated != nil {
+		in, out := &in.Truncated, &out.Truncated
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	out.Columns = in.Columns
 }
 

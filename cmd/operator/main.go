@@ -38,6 +38,7 @@ func main() {
 		allowProxy                  bool
 		allowCIDRs, denyCIDRs       cidrList
 		limits                      member.Limits
+		maxNodes                    int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
@@ -50,6 +51,7 @@ func main() {
 	flag.BoolVar(&allowExecAndFiles, "allow-kubeconfig-exec-and-files", false,
 		"Accept kubeconfigs whose user runs an exec or auth-provider plugin or that read local files. "+
 			"Off by default: anyone who can write a Secret could make the operator run programs or read its own files.")
+	flag.IntVar(&maxNodes, "max-nodes-per-cluster", 5000, "Most NodeSnapshots one ManagedCluster may have; nodes past it are not mirrored and the cluster says so (reason TooManyNodes). 0: no limit.")
 	flag.BoolVar(&allowProxy, "allow-kubeconfig-proxy", false, "Accept kubeconfigs whose cluster sets proxy-url (the proxy, not the member, is then dialed and checked).")
 	flag.Var(&denyCIDRs, "member-deny-cidrs", "Comma-separated CIDRs members may never be reached at, besides loopback, link-local, unspecified and multicast: "+
 		"give the hub's pod and service CIDRs and its API server's address.")
@@ -99,11 +101,12 @@ func main() {
 			AllowExecAndFiles: allowExecAndFiles, AllowProxy: allowProxy, Limits: limits,
 			Network: member.Network{Allow: allowCIDRs.prefixes, Deny: denyCIDRs.prefixes},
 		},
-		MemberQPS:     float32(memberQPS),
-		MemberBurst:   memberBurst,
-		Probe:         session.ProbeOptions{Interval: probeInterval, Timeout: probeTimeout, FailureThreshold: probeFailures},
-		Workers:       workers,
-		MaxConcurrent: maxConcurrentReconciles,
+		MemberQPS:          float32(memberQPS),
+		MemberBurst:        memberBurst,
+		Probe:              session.ProbeOptions{Interval: probeInterval, Timeout: probeTimeout, FailureThreshold: probeFailures},
+		Workers:            workers,
+		MaxConcurrent:      maxConcurrentReconciles,
+		MaxNodesPerCluster: maxNodes,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Cannot set up controller")

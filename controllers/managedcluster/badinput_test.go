@@ -1,6 +1,8 @@
 package managedcluster_test
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -244,6 +246,39 @@ var _ = Describe("Schema validation", func() {
 			mc.Spec.NodeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: metav1.LabelSelectorOpIn}}}
 		}, "In and NotIn need values"),
 		Entry("empty secret name", func(mc *fleetv1.ManagedCluster) { mc.Spec.KubeconfigSecretRef.Name = "" }, "kubeconfigSecretRef.name"),
+	)
+
+	DescribeTable("refuses oversize NodeSnapshots, whoever writes them",
+		func(mutate func(*fleetv1.NodeSnapshotStatus), message string) {
+			s := &fleetv1.NodeSnapshot{
+				ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "big.n"},
+				Spec:       fleetv1.NodeSnapshotSpec{ClusterName: "big", NodeName: "n"},
+			}
+			mutate(&s.Status)
+			err := hub.Create(ctx, s)
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(ContainSubstring(message))
+		},
+		Entry("too many labels", func(st *fleetv1.NodeSnapshotStatus) {
+			st.Labels = map[string]string{}
+			for i := range fleetv1.MaxSnapshotLabels + 1 {
+				st.Labels[fmt.Sprintf("l%d", i)] = ""
+			}
+		}, "must have at most 256 items"),
+		Entry("a long label value", func(st *fleetv1.NodeSnapshotStatus) {
+			st.Labels = map[string]string{"a": strings.Repeat("v", 64)}
+		}, "label keys are at most 317 bytes and values at most 63"),
+		Entry("a long condition message", func(st *fleetv1.NodeSnapshotStatus) {
+			st.Conditions = []fleetv1.NodeCondition{{Type: "Ready", Status: "True", Message: strings.Repeat("m", fleetv1.MaxConditionMessage+1)}}
+		}, "may not be more than 1024 bytes"),
+		Entry("a long version", func(st *fleetv1.NodeSnapshotStatus) {
+			st.NodeInfo.KubeletVersion = strings.Repeat("1", fleetv1.MaxVersionLength+1)
+		}, "may not be more than 64 bytes"),
+		Entry("too many taints", func(st *fleetv1.NodeSnapshotStatus) {
+			for i := range 65 {
+				st.Taints = append(st.Taints, corev1.Taint{Key: fmt.Sprint("t", i), Effect: corev1.TaintEffectNoSchedule})
+			}
+		}, "must have at most 64 items"),
 	)
 
 	It("keeps a NodeSnapshot's identity immutable", func() {

@@ -77,6 +77,8 @@ type Reconciler struct {
 	// MemberQPS and MemberBurst limit each member client.
 	MemberQPS   float32
 	MemberBurst int
+	// MaxNodesPerCluster caps each cluster's snapshots (0: no cap).
+	MaxNodesPerCluster int
 	// Probe, Workers and NotifyInterval tune every session.
 	Probe          session.ProbeOptions
 	Workers        int
@@ -220,6 +222,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 			Hub:            r.Client,
 			HubReader:      r.APIReader,
 			Probe:          r.Probe,
+			MaxNodes:       r.MaxNodesPerCluster,
 			Workers:        r.Workers,
 			NotifyInterval: r.NotifyInterval,
 			OnChange:       r.onSessionChange(key.Namespace, key.Name),

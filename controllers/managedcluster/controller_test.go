@@ -301,6 +301,31 @@ var _ = Describe("Mirroring", func() {
 		Expect(f.snapshotWrites()).To(Equal(writes), "hub writes")
 	})
 
+	It("cuts what a node reports to the snapshot's limits and says what it cut", func() {
+		f := newFixture()
+		labels := map[string]string{}
+		for i := range 300 {
+			labels[fmt.Sprintf("example.com/l%03d", i)] = "v"
+		}
+		n := framework.NewNode(f.nodeName("big"), labels)
+		n.Labels[specLabel] = f.label
+		n.Status.Conditions[0].Message = strings.Repeat("kubelet says a lot. ", 500)
+		n.Status.NodeInfo.KubeletVersion = "v1.37.2-" + strings.Repeat("x", 100)
+		_, err := framework.CreateNode(ctx, member1, n)
+		Expect(err).NotTo(HaveOccurred())
+		f.secret("big-kubeconfig", member1Direct)
+		f.cluster("big")
+		Eventually(f.nodeNames("big")).Should(Equal([]string{n.Name}))
+		st := f.snapshot("big", n.Name)().Status
+		Expect(st.Labels).To(HaveLen(fleetv1.MaxSnapshotLabels))
+		// Kept in key order: the first 256 of the 300 example.com/ labels.
+		Expect(st.Labels).To(And(HaveKey("example.com/l255"), Not(HaveKey("example.com/l256"))))
+		Expect(st.Conditions[0].Message).To(HaveLen(fleetv1.MaxConditionMessage))
+		Expect(st.NodeInfo.KubeletVersion).To(HaveLen(fleetv1.MaxVersionLength))
+		Expect(st.Columns.Version).To(Equal(st.NodeInfo.KubeletVersion))
+		Expect(st.Truncated).To(ConsistOf("labels", "conditions[Ready].message", "nodeInfo.kubeletVersion"))
+	})
+
 	It("writes again a snapshot that someone else deleted", func() {
 		f := newFixture()
 		n1, n2 := f.node(member1, "s1", nil), f.node(member1, "s2", nil)

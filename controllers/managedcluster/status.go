@@ -79,8 +79,12 @@ func setStatus(mc *fleetv1.ManagedCluster, obs observation) {
 			readyReason, readyMsg = conn.Reason, conn.Message
 		case !st.Synced:
 			readyReason, readyMsg = fleetv1.ReasonSyncing, "waiting for the initial node list to be mirrored"
+		case st.Unmirrored > 0:
+			readyReason, readyMsg = fleetv1.ReasonTooManyNodes, fmt.Sprintf(
+				"the member selects %d nodes, more than the operator's --max-nodes-per-cluster: %d are mirrored and kept up to date, %d are not; narrow spec.nodeSelector or raise the limit",
+				st.Nodes.Total, st.Nodes.Total-int32(st.Unmirrored), st.Unmirrored)
 		}
-		stalled := conn.Status == metav1.ConditionFalse && stalledReasons[conn.Reason]
+		stalled := (conn.Status == metav1.ConditionFalse && stalledReasons[conn.Reason]) || readyReason == fleetv1.ReasonTooManyNodes
 		switch {
 		case readyReason == "":
 			set(fleetv1.ConditionReady, metav1.ConditionTrue, fleetv1.ReasonMirroring, fmt.Sprintf("mirroring %d nodes (%d ready) from %s", st.Nodes.Total, st.Nodes.Ready, st.KubernetesVersion))

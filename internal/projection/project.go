@@ -12,43 +12,72 @@ import (
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
 
-// Project returns the mirrored state of node under filter f.
+// Project returns the mirrored state of node under filter f, within the
+// caps of limits.go.
 func Project(node *corev1.Node, f Filter) fleetv1.NodeSnapshotStatus {
+	var c capper
+	info := node.Status.NodeInfo
 	st := fleetv1.NodeSnapshotStatus{
-		Labels:                filterMap(node.Labels, f.KeepLabel),
-		Annotations:           filterMap(node.Annotations, f.KeepAnnotation),
-		Roles:                 Roles(node.Labels),
+		Labels:                c.kv("labels", filterMap(node.Labels, f.KeepLabel), MaxLabels, MaxLabelBytes, MaxLabelValue),
+		Annotations:           c.kv("annotations", filterMap(node.Annotations, f.KeepAnnotation), MaxAnnotations, MaxAnnotationBytes, MaxAnnotationValue),
+		Roles:                 c.roles(Roles(node.Labels)),
 		Unschedulable:         node.Spec.Unschedulable,
-		Taints:                node.Spec.Taints,
-		Addresses:             node.Status.Addresses,
-		Capacity:              node.Status.Capacity,
-		Allocatable:           node.Status.Allocatable,
+		Taints:                c.taints(node.Spec.Taints),
+		Addresses:             c.addresses(node.Status.Addresses),
+		Capacity:              c.resources("capacity", node.Status.Capacity),
+		Allocatable:           c.resources("allocatable", node.Status.Allocatable),
 		NodeCreationTimestamp: node.CreationTimestamp,
-		SourceResourceVersion: node.ResourceVersion,
+		SourceResourceVersion: c.str("sourceResourceVersion", node.ResourceVersion, MaxVersion),
 		NodeInfo: fleetv1.NodeInfo{
-			KubeletVersion:          node.Status.NodeInfo.KubeletVersion,
-			KubeProxyVersion:        node.Status.NodeInfo.KubeProxyVersion, //nolint:staticcheck // still reported by many kubelets
-			OSImage:                 node.Status.NodeInfo.OSImage,
-			KernelVersion:           node.Status.NodeInfo.KernelVersion,
-			ContainerRuntimeVersion: node.Status.NodeInfo.ContainerRuntimeVersion,
-			Architecture:            node.Status.NodeInfo.Architecture,
-			OperatingSystem:         node.Status.NodeInfo.OperatingSystem,
+			KubeletVersion:          c.str("nodeInfo.kubeletVersion", info.KubeletVersion, MaxVersion),
+			KubeProxyVersion:        c.str("nodeInfo.kubeProxyVersion", info.KubeProxyVersion, MaxVersion), //nolint:staticcheck // still reported by many kubelets
+			OSImage:                 c.str("nodeInfo.osImage", info.OSImage, MaxInfo),
+			KernelVersion:           c.str("nodeInfo.kernelVersion", info.KernelVersion, MaxInfo),
+			ContainerRuntimeVersion: c.str("nodeInfo.containerRuntimeVersion", info.ContainerRuntimeVersion, MaxInfo),
+			Architecture:            c.str("nodeInfo.architecture", info.Architecture, MaxVersion),
+			OperatingSystem:         c.str("nodeInfo.operatingSystem", info.OperatingSystem, MaxVersion),
 		},
 	}
-	if len(node.Status.Conditions) > 0 {
-		st.Conditions = make([]fleetv1.NodeCondition, len(node.Status.Conditions))
-		for i, c := range node.Status.Conditions {
-			st.Conditions[i] = fleetv1.NodeCondition{
-				Type:               c.Type,
-				Status:             c.Status,
-				Reason:             c.Reason,
-				Message:            c.Message,
-				LastTransitionTime: c.LastTransitionTime,
-			}
-		}
+	conds := node.Status.Conditions
+	if len(conds) > MaxConditions {
+		c.cut("conditions")
+		conds = conds[:MaxConditions]
 	}
-	st.Columns = Columns(node)
+	for _, nc := range conds {
+		if len(nc.Type) > MaxKeyLength || len(nc.Status) > 16 {
+			c.cut("conditions")
+			continue
+		}
+		st.Conditions = append(st.Conditions, fleetv1.NodeCondition{
+			Type:               nc.Type,
+			Status:             nc.Status,
+			Reason:             c.str("conditions["+string(nc.Type)+"].reason", nc.Reason, MaxReason),
+			Message:            c.str("conditions["+string(nc.Type)+"].message", nc.Message, MaxMessage),
+			LastTransitionTime: nc.LastTransitionTime,
+		})
+	}
+	// The columns are worked out from the capped values, as stored.
+	capped := node.DeepCopy()
+	capped.Status.NodeInfo = corev1.NodeSystemInfo{
+		KubeletVersion: st.NodeInfo.KubeletVersion, OSImage: st.NodeInfo.OSImage, KernelVersion: st.NodeInfo.KernelVersion,
+		ContainerRuntimeVersion: st.NodeInfo.ContainerRuntimeVersion, Architecture: st.NodeInfo.Architecture,
+	}
+	capped.Status.Addresses = st.Addresses
+	st.Columns = columns(capped, st.Roles)
+	st.Truncated = c.truncated
 	return st
+}
+
+// roles caps the number of roles and their names.
+func (c *capper) roles(roles []string) []string {
+	if len(roles) > MaxRoles {
+		c.cut("roles")
+		roles = roles[:MaxRoles]
+	}
+	for i, r := range roles {
+		roles[i] = c.str("roles", r, MaxLabelValue)
+	}
+	return slices.Compact(roles)
 }
 
 // Digest hashes the mirrored state without its source resourceVersion, which
@@ -94,13 +123,15 @@ func ReadyStatus(node *corev1.Node) corev1.ConditionStatus {
 
 // Columns are the cells `kubectl get nodes -o wide` prints for node, with
 // kubectl's rules (k8s.io/kubernetes/pkg/printers/internalversion printNode).
-func Columns(node *corev1.Node) fleetv1.NodeColumns {
+func Columns(node *corev1.Node) fleetv1.NodeColumns { return columns(node, Roles(node.Labels)) }
+
+func columns(node *corev1.Node, nodeRoles []string) fleetv1.NodeColumns {
 	info := node.Status.NodeInfo
 	kernel := orUnknown(info.KernelVersion)
 	if info.Architecture != "" {
 		kernel += " (" + info.Architecture + ")"
 	}
-	roles := strings.Join(Roles(node.Labels), ",")
+	roles := strings.Join(nodeRoles, ",")
 	if roles == "" {
 		roles = "<none>"
 	}

@@ -1,6 +1,9 @@
 package projection
 
 import (
+	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -176,3 +179,56 @@ func TestSnapshotName(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A member is whatever server a tenant chose: nothing it reports may make
+// a snapshot grow without bound.
+func TestProjectCapsAHostileNode(t *testing.T) {
+	n := testNode()
+	long := strings.Repeat("x", 100000)
+	n.Labels[long] = "v"
+	n.Labels["ok"] = long
+	for i := range 100 {
+		n.Labels[fmt.Sprintf("node-role.kubernetes.io/r%03d", i)] = ""
+		n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: fmt.Sprint("t", i), Effect: corev1.TaintEffectNoSchedule})
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: long})
+		n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeConditionType(fmt.Sprint("C", i)), Status: corev1.ConditionTrue, Message: long})
+	}
+	n.Status.Capacity = corev1.ResourceList{}
+	for i := range 1000 {
+		n.Status.Capacity[corev1.ResourceName(fmt.Sprintf("example.com/r%04d", i))] = resource.MustParse("1")
+	}
+	n.Status.Capacity[corev1.ResourceCPU] = resource.MustParse("4")
+	n.Status.NodeInfo.OSImage = long
+	n.ResourceVersion = long
+
+	st := Project(n, NewFilter(fleetv1.MirrorSpec{}))
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 128<<10 {
+		t.Errorf("a hostile node projects to %d KiB", len(b)>>10)
+	}
+	if _, ok := st.Labels[long]; ok || st.Labels["ok"] != "" {
+		t.Error("an invalid label key or value was kept")
+	}
+	if len(st.Taints) != MaxTaints || len(st.Addresses) != 2 || len(st.Conditions) != MaxConditions || len(st.Roles) != MaxRoles {
+		t.Errorf("taints %d, addresses %d, conditions %d, roles %d", len(st.Taints), len(st.Addresses), len(st.Conditions), len(st.Roles))
+	}
+	if len(st.Capacity) != MaxResources || st.Capacity.Cpu().String() != "4" {
+		t.Errorf("capacity: %d resources, cpu %v; want %d with cpu kept", len(st.Capacity), st.Capacity.Cpu(), MaxResources)
+	}
+	for _, want := range []string{"labels", "taints", "addresses", "conditions", "conditions[C0].message", "more", "roles", "capacity", "nodeInfo.osImage", "sourceResourceVersion"} {
+		if !slices.Contains(st.Truncated, want) {
+			t.Errorf("truncated = %v, lacks %q", st.Truncated, want)
+		}
+	}
+	if len(st.Truncated) > 32 {
+		t.Errorf("truncated has %d entries", len(st.Truncated))
+	}
+	if Digest(&st) != Digest(ptrTo(Project(n, NewFilter(fleetv1.MirrorSpec{})))) {
+		t.Error("capping is not deterministic")
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

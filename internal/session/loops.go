@@ -7,6 +7,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/version"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
 
 // probeLoop probes the member every Probe.Interval, reports connection
@@ -60,7 +62,11 @@ func (s *Session) serverVersion(ctx context.Context) (string, error) {
 	if err := json.Unmarshal(body, &info); err != nil {
 		return "", err
 	}
-	return info.GitVersion, nil
+	v := info.GitVersion
+	if len(v) > fleetv1.MaxVersionLength {
+		v = v[:fleetv1.MaxVersionLength]
+	}
+	return v, nil
 }
 
 // notifyLoop calls OnChange when Status has changed since the last call,

@@ -46,6 +46,9 @@ type Config struct {
 	HubReader client.Reader
 	// Probe tunes the health prober.
 	Probe ProbeOptions
+	// MaxNodes caps the cluster's snapshots (0: no cap): nodes past it are
+	// not mirrored, and Status says how many.
+	MaxNodes int
 	// Workers write snapshots concurrently (different nodes only). Default 2.
 	Workers int
 	// OnChange is called when Status changes, at most once per
@@ -66,6 +69,8 @@ type Status struct {
 	Nodes             fleetv1.NodeSummary
 	Capacity          corev1.ResourceList
 	Allocatable       corev1.ResourceList
+	// Unmirrored counts the nodes left out by Config.MaxNodes.
+	Unmirrored int
 }
 
 // Session mirrors one member cluster. Its methods are safe for concurrent use.
@@ -143,6 +148,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	s.writer = newWriter(&writer{
 		cluster: cfg.Cluster, owner: cfg.Owner, filter: cfg.Filter,
 		hub: cfg.Hub, hubReader: cfg.HubReader, metrics: s.metrics, clock: cfg.Clock,
+		maxNodes: cfg.MaxNodes, requeue: func(node string) { s.queue.Add(node) }, capChanged: s.notify,
 		node: func(name string) (*mirroredNode, bool, error) {
 			obj, exists, err := s.informer.GetStore().GetByKey(name)
 			if !exists || err != nil {
@@ -209,6 +215,7 @@ func (s *Session) Status() Status {
 	}
 	st.Synced = s.synced
 	st.KubernetesVersion = s.version
+	st.Unmirrored = s.writer.unmirrored()
 	return st
 }
 

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -34,6 +35,12 @@ type writer struct {
 	getNode func(ctx context.Context, name string) (*corev1.Node, error)
 	metrics *clusterMetrics
 	clock   clock.PassiveClock
+	// maxNodes caps the snapshots of the cluster (0: no cap); requeue
+	// hands a node back to the queue when a place frees up, and
+	// capChanged tells the session that the count left out changed.
+	maxNodes   int
+	requeue    func(node string)
+	capChanged func()
 
 	// mu guards the maps below. Workers change them as they write; the
 	// informer's transform, the enqueue handler and the session's sync
@@ -46,6 +53,11 @@ type writer struct {
 	pendingSince map[string]time.Time
 	// failing holds the nodes whose last write failed and will be retried.
 	failing map[string]struct{}
+	// overCap holds the nodes left unmirrored because the cluster has
+	// maxNodes snapshots already; creating counts creates in flight,
+	// which take a place before they land.
+	overCap  map[string]struct{}
+	creating int
 }
 
 // hubSnapshot is what the writer knows of a snapshot on the hub.
@@ -60,6 +72,7 @@ func newWriter(w *writer) *writer {
 	w.onHub = map[string]hubSnapshot{}
 	w.pendingSince = map[string]time.Time{}
 	w.failing = map[string]struct{}{}
+	w.overCap = map[string]struct{}{}
 	return w
 }
 
@@ -131,15 +144,39 @@ func (w *writer) changed(node string) {
 // lost forgets the snapshot the hub no longer holds (someone deleted it)
 // and returns the node it mirrored, to be written again.
 func (w *writer) lost(snapshotName string) (string, bool) {
+	var freed string
+	defer func() { w.placeFreed(freed) }()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for node, h := range w.onHub {
 		if h.name == snapshotName {
-			delete(w.onHub, node)
+			freed = w.forgetLocked(node)
 			return node, true
 		}
 	}
 	return "", false
+}
+
+// forgetLocked drops what the hub held for node. When that frees a place
+// under the node cap, it returns a node left out to take it.
+func (w *writer) forgetLocked(node string) (freed string) {
+	if _, had := w.onHub[node]; !had {
+		return ""
+	}
+	delete(w.onHub, node)
+	for n := range w.overCap {
+		delete(w.overCap, n)
+		return n
+	}
+	return ""
+}
+
+// placeFreed hands a node left out back to the queue; call it unlocked.
+func (w *writer) placeFreed(node string) {
+	if node != "" {
+		w.requeue(node)
+		w.capChanged()
+	}
 }
 
 // vanished lists the nodes the hub holds a snapshot of but the informer
@@ -155,6 +192,13 @@ func (w *writer) vanished() []string {
 		}
 	}
 	return out
+}
+
+// unmirrored is how many nodes are left out by the node cap.
+func (w *writer) unmirrored() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.overCap)
 }
 
 // settled reports whether no write is waiting for a retry.
@@ -185,8 +229,37 @@ func (w *writer) syncNode(ctx context.Context, node string) error {
 	}
 	w.mu.Lock()
 	have, onHub := w.onHub[node]
+	full := exists && !onHub && w.maxNodes > 0 && len(w.onHub)+w.creating >= w.maxNodes
+	_, wasOut := w.overCap[node]
+	if full {
+		w.overCap[node] = struct{}{}
+	} else {
+		delete(w.overCap, node)
+	}
+	if full != wasOut {
+		defer w.capChanged()
+	}
+	if exists && !onHub && !full {
+		w.creating++
+		defer func() {
+			w.mu.Lock()
+			w.creating--
+			w.mu.Unlock()
+		}()
+	}
 	w.mu.Unlock()
 
+	if full {
+		// Left out until a place frees up: drop the projection, which
+		// would otherwise wait in memory; it is read again then.
+		m.pending.Store(nil)
+		return nil
+	}
+	if exists && validation.IsDNS1123Subdomain(node) != nil {
+		// Only a member that is not a Kubernetes API server sends such a
+		// name; the hub would refuse its snapshot on every retry.
+		return nil
+	}
 	if !exists {
 		if onHub {
 			snap := &fleetv1.NodeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: have.name, Namespace: w.cluster.Namespace}}
@@ -251,10 +324,12 @@ func (w *writer) syncNode(ctx context.Context, node string) error {
 // observes the propagation lag of the change.
 func (w *writer) wrote(node string, h *hubSnapshot) {
 	now := w.clock.Now()
+	var freed string
+	defer func() { w.placeFreed(freed) }()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if h == nil {
-		delete(w.onHub, node)
+		freed = w.forgetLocked(node)
 	} else {
 		w.onHub[node] = *h
 	}
@@ -271,11 +346,13 @@ func (w *writer) refresh(ctx context.Context, node, name string) error {
 	snap := &metav1.PartialObjectMetadata{}
 	snap.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshot"))
 	err := w.hubReader.Get(ctx, types.NamespacedName{Namespace: w.cluster.Namespace, Name: name}, snap)
+	var freed string
+	defer func() { w.placeFreed(freed) }()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
 	case apierrors.IsNotFound(err):
-		delete(w.onHub, node)
+		freed = w.forgetLocked(node)
 	case err != nil:
 		return err
 	default:

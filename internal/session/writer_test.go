@@ -32,8 +32,9 @@ type writerFixture struct {
 	hub    client.WithWatch
 	mu     sync.Mutex
 	nodes  map[string]*mirroredNode
-	writes []string       // "create|update|delete <snapshot>"
-	fail   map[string]int // verb → how many more calls fail
+	member map[string]*corev1.Node // what the member would answer a GET with
+	writes []string                // "create|update|delete <snapshot>"
+	fail   map[string]int          // verb → how many more calls fail
 	// duringWrite, if set, runs once while the next write is in flight.
 	duringWrite func()
 }
@@ -45,7 +46,7 @@ func newWriterFixture(t *testing.T, existing ...client.Object) *writerFixture {
 	if err := fleetv1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	f := &writerFixture{t: t, nodes: map[string]*mirroredNode{}, fail: map[string]int{}}
+	f := &writerFixture{t: t, nodes: map[string]*mirroredNode{}, member: map[string]*corev1.Node{}, fail: map[string]int{}}
 	record := func(verb string, obj client.Object) error {
 		f.mu.Lock()
 		hook := f.duringWrite
@@ -86,7 +87,8 @@ func newWriterFixture(t *testing.T, existing ...client.Object) *writerFixture {
 	cluster := types.NamespacedName{Namespace: "fleet", Name: "c"}
 	f.w = newWriter(&writer{
 		cluster: cluster, owner: metav1.OwnerReference{APIVersion: fleetv1.GroupVersion.String(), Kind: "ManagedCluster", Name: "c", UID: "u"},
-		hub: f.hub, hubReader: f.hub, metrics: newClusterMetrics(fmt.Sprintf("writer-test-%d", writerClusters)),
+		filter: projection.NewFilter(fleetv1.MirrorSpec{}),
+		hub:    f.hub, hubReader: f.hub, metrics: newClusterMetrics(fmt.Sprintf("writer-test-%d", writerClusters)),
 		clock: clocktesting.NewFakePassiveClock(metav1.Now().Time),
 		node: func(name string) (*mirroredNode, bool, error) {
 			f.mu.Lock()
@@ -94,8 +96,13 @@ func newWriterFixture(t *testing.T, existing ...client.Object) *writerFixture {
 			m, ok := f.nodes[name]
 			return m, ok, nil
 		},
-		getNode: func(context.Context, string) (*corev1.Node, error) {
-			return nil, errors.New("the writer must not read the member here")
+		getNode: func(_ context.Context, name string) (*corev1.Node, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if n, ok := f.member[name]; ok {
+				return n.DeepCopy(), nil
+			}
+			return nil, apierrors.NewNotFound(corev1.Resource("nodes"), name)
 		},
 	})
 	if err := f.w.seed(context.Background()); err != nil {
@@ -114,12 +121,14 @@ func (f *writerFixture) set(name, label string) {
 	}
 	f.mu.Lock()
 	f.nodes[name] = m
+	f.member[name] = n
 	f.mu.Unlock()
 }
 
 func (f *writerFixture) remove(name string) {
 	f.mu.Lock()
 	delete(f.nodes, name)
+	delete(f.member, name)
 	f.mu.Unlock()
 }
 
@@ -297,5 +306,49 @@ func TestWriterRelearnsAfterAConflictAndWritesALostSnapshotAgain(t *testing.T) {
 	}
 	if got := slices.Collect(maps.Keys(f.w.onHub)); !slices.Equal(got, []string{"n1"}) {
 		t.Fatalf("onHub = %v", got)
+	}
+}
+
+func TestWriterCapsTheNodesAndFillsAFreedPlace(t *testing.T) {
+	f := newWriterFixture(t)
+	var requeued []string
+	changes := 0
+	f.w.maxNodes, f.w.requeue, f.w.capChanged = 2, func(n string) { requeued = append(requeued, n) }, func() { changes++ }
+	for _, n := range []string{"a", "b", "c"} {
+		f.set(n, "x")
+		f.mustSync(n)
+	}
+	if got := f.takeWrites(); len(got) != 2 || f.w.unmirrored() != 1 {
+		t.Fatalf("writes %v, unmirrored %d; want 2 creates and 1 node left out", got, f.w.unmirrored())
+	}
+	if f.nodes["c"].pending.Load() != nil {
+		t.Error("a node left out keeps its projection in memory")
+	}
+	f.remove("a")
+	f.mustSync("a")
+	if !slices.Equal(requeued, []string{"c"}) || f.w.unmirrored() != 0 {
+		t.Fatalf("requeued %v after a place freed, want [c]", requeued)
+	}
+	if changes != 2 {
+		t.Errorf("the session was told of %d changes of the count left out, want 2", changes)
+	}
+	f.mustSync("c") // read again from the member: its projection was dropped
+	if f.label("c") != "x" {
+		t.Fatalf("c's label %q after taking the freed place", f.label("c"))
+	}
+	// The hub's delete event may reach the session before the writer has
+	// recorded its own delete: the place is freed either way.
+	f.set("d", "x")
+	f.mustSync("d")
+	if f.w.unmirrored() != 1 {
+		t.Fatalf("unmirrored %d, want d left out", f.w.unmirrored())
+	}
+	f.remove("b")
+	if _, ok := f.w.lost("c.b"); !ok {
+		t.Fatal("lost(c.b) found nothing")
+	}
+	f.mustSync("b")
+	if !slices.Equal(requeued, []string{"c", "d"}) || f.w.unmirrored() != 0 {
+		t.Fatalf("requeued %v, unmirrored %d; want d to take b's place", requeued, f.w.unmirrored())
 	}
 }

@@ -54,6 +54,13 @@ func (k kubectl) must(stdin string, args ...string) string {
 // a kubeconfig Secret and a ManagedCluster, then waits for it to be Ready.
 func (k kubectl) registerCluster(name, memberKubeconfig string) {
 	k.t.Helper()
+	k.registerClusterNoWait(name, memberKubeconfig)
+	k.must("", "-n", "fleet", "wait", "managedcluster/"+name, "--for=condition=Ready", "--timeout=60s")
+}
+
+// registerClusterNoWait registers a member without waiting for it.
+func (k kubectl) registerClusterNoWait(name, memberKubeconfig string) {
+	k.t.Helper()
 	k.must("", "create", "namespace", "fleet")
 	k.must("", "-n", "fleet", "create", "secret", "generic", name+"-kubeconfig", "--from-file=kubeconfig="+memberKubeconfig)
 	k.must("", "-n", "fleet", "label", "secret", name+"-kubeconfig", "fleet.nodemirror.io/kubeconfig=true")
@@ -63,7 +70,6 @@ metadata: {name: %s, namespace: fleet}
 spec:
   kubeconfigSecretRef: {name: %s-kubeconfig}
 `, name, name), "apply", "-f", "-")
-	k.must("", "-n", "fleet", "wait", "managedcluster/"+name, "--for=condition=Ready", "--timeout=60s")
 }
 
 func writeKubeconfig(t *testing.T, env *envtest.Environment, dir, name string) string {

@@ -34,8 +34,8 @@ func Scheme() *runtime.Scheme {
 
 // StartOperator runs the operator in-process against the hub, tuned for
 // tests (fast probes and status updates). It returns a function that stops
-// it and waits until it has stopped.
-func StartOperator(ctx context.Context, hub *rest.Config) (stop func() error, err error) {
+// it and waits until it has stopped. tune changes the reconciler's settings.
+func StartOperator(ctx context.Context, hub *rest.Config, tune ...func(*managedcluster.Reconciler)) (stop func() error, err error) {
 	mgr, err := ctrl.NewManager(hub, ctrl.Options{
 		Scheme:                 Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -59,6 +59,11 @@ func StartOperator(ctx context.Context, hub *rest.Config) (stop func() error, er
 		Workers:        2,
 		NotifyInterval: 50 * time.Millisecond,
 		MaxConcurrent:  4,
+		// As the operator binary's default.
+		MaxNodesPerCluster: 5000,
+	}
+	for _, t := range tune {
+		t(r)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
