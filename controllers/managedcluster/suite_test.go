@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"sync"
 	"net/url"
+	"sync"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"

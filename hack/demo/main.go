@@ -30,7 +30,7 @@ import (
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/internal/dev/controlplane"
-	"github.com/nodemirror/nodemirror/internal/simulator"
+	"github.com/nodemirror/nodemirror/internal/dev/simulator"
 )
 
 var members = []string{"east", "west"}
@@ -169,7 +169,7 @@ func run(ctx context.Context, o options) (err error) {
 		"--member-allow-cidrs", "127.0.0.1/32"); err != nil {
 		return err
 	}
-	if err := d.start("sidecar", filepath.Join(bin, "nodemirror-sidecar"), "--kubeconfig", hubKubeconfig,
+	if err := d.start("sidecar", filepath.Join(bin, "nodemirror-sidecar"), "--kubeconfig", hubKubeconfig, "--metrics-bind-address", "127.0.0.1:0",
 		"--bind-address", o.addr, "--insecure-no-auth"); err != nil {
 		return err
 	}

@@ -218,14 +218,7 @@ func (c *connection) subscribe(ctx context.Context, m *protocol.ClientMessage) (
 		c.out.PushError(m.ID, protocol.NewStatus(http.StatusForbidden, metav1.StatusReasonForbidden, forbiddenMessage(u, verbWatch, k.resource, m.Namespace, reason)))
 		return true
 	}
-	f := fanout.Filter{Namespace: m.Namespace}
-	if len(m.Clusters) > 0 {
-		f.Clusters = map[string]bool{}
-		for _, cl := range m.Clusters {
-			f.Clusters[cl] = true
-		}
-	}
-	s := &subscription{kind: k, sub: &fanout.Subscription{ID: m.ID, Filter: f, Out: c.out}}
+	s := &subscription{kind: k, sub: &fanout.Subscription{ID: m.ID, Filter: fanout.NewFilter(m.Namespace, m.Clusters), Out: c.out}}
 	if err := k.broker.Subscribe(s.sub, m.ResourceVersion); err != nil {
 		// The upgrade waited for the first lists, and brokers stay synced.
 		c.out.PushError(m.ID, protocol.NewStatus(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, err.Error()+": subscribe again shortly"))

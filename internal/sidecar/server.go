@@ -526,14 +526,11 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 	if !s.waitSynced(w, r, k) {
 		return
 	}
-	f := fanout.Filter{Namespace: ns}
+	var clusters []string
 	if c := r.URL.Query().Get("cluster"); c != "" {
-		f.Clusters = map[string]bool{}
-		for _, name := range strings.Split(c, ",") {
-			f.Clusters[name] = true
-		}
+		clusters = strings.Split(c, ",")
 	}
-	objs, rv, err := k.broker.List(f)
+	objs, rv, err := k.broker.List(fanout.NewFilter(ns, clusters))
 	if err != nil { // synced brokers stay synced; kept for safety
 		writeStatus(w, protocol.NewStatus(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, err.Error()))
 		return

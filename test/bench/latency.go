@@ -16,8 +16,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/dev/simulator"
 	"github.com/nodemirror/nodemirror/internal/protocol"
-	"github.com/nodemirror/nodemirror/internal/simulator"
 )
 
 const seqLabel = "bench.nodemirror.io/seq"

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
-	"github.com/nodemirror/nodemirror/internal/simulator"
+	"github.com/nodemirror/nodemirror/internal/dev/simulator"
 )
 
 // memberRequests counts, from a member API server's own metrics, the node

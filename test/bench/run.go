@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/dev/simulator"
 	"github.com/nodemirror/nodemirror/internal/projection"
-	"github.com/nodemirror/nodemirror/internal/simulator"
 	"github.com/nodemirror/nodemirror/test/framework"
 )
 

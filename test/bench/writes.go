@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
-	"github.com/nodemirror/nodemirror/internal/simulator"
+	"github.com/nodemirror/nodemirror/internal/dev/simulator"
 )
 
 const changeLabel = "bench.nodemirror.io/change"

@@ -191,7 +191,13 @@ func testSidecarBinary(t *testing.T, hub, member kubectl, hubKubeconfig, dir str
 	token := strings.TrimSpace(hub.must("", "-n", "fleet", "create", "token", "viewer"))
 
 	addr := framework.FreePort(t)
-	sidecar := startBinary(t, dir, "sidecar", "http://"+addr+"/readyz", "--kubeconfig", hubKubeconfig, "--bind-address", addr)
+	sidecarMetrics := framework.FreePort(t)
+	sidecar := startBinary(t, dir, "sidecar", "http://"+addr+"/readyz", "--kubeconfig", hubKubeconfig, "--bind-address", addr, "--metrics-bind-address", sidecarMetrics)
+	if resp, err := http.Get("http://" + sidecarMetrics + "/metrics"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("sidecar metrics on their own port: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
+	}
 
 	get := func(path string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)

@@ -1,6 +1,6 @@
 package framework
 
-import "github.com/nodemirror/nodemirror/internal/simulator"
+import "github.com/nodemirror/nodemirror/internal/dev/simulator"
 
 // Member node fixtures, shared with the demo's node simulator.
 var (
