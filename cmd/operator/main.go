@@ -39,6 +39,8 @@ func main() {
 		allowCIDRs, denyCIDRs       cidrList
 		limits                      member.Limits
 		maxNodes                    int
+		clusterWriteQPS             float64
+		clusterWriteBurst           int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
@@ -46,6 +48,8 @@ func main() {
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	flag.Float64Var(&hubQPS, "hub-qps", 50, "Queries per second to the hub API server.")
 	flag.IntVar(&hubBurst, "hub-burst", 100, "Burst of queries to the hub API server.")
+	flag.Float64Var(&clusterWriteQPS, "hub-write-qps-per-cluster", 25, "NodeSnapshot writes per second one ManagedCluster may make, so that one cluster's churn leaves the rest of --hub-qps to the others. 0: no per-cluster limit.")
+	flag.IntVar(&clusterWriteBurst, "hub-write-burst-per-cluster", 50, "Burst of NodeSnapshot writes one ManagedCluster may make.")
 	flag.Float64Var(&memberQPS, "member-qps", 5, "Queries per second to each member API server (list, watch, probes).")
 	flag.IntVar(&memberBurst, "member-burst", 10, "Burst of queries to each member API server.")
 	flag.BoolVar(&allowExecAndFiles, "allow-kubeconfig-exec-and-files", false,
@@ -107,6 +111,7 @@ func main() {
 		Workers:            workers,
 		MaxConcurrent:      maxConcurrentReconciles,
 		MaxNodesPerCluster: maxNodes,
+		WriteBudget:        session.NewWriteBudget(clusterWriteQPS, clusterWriteBurst),
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Cannot set up controller")

@@ -38,6 +38,7 @@ func main() {
 	flag.IntVar(&opts.MaxConnections, "max-connections", 10000, "TCP connections served at once on the public port, websockets included; past it new connections wait to be accepted.")
 	flag.DurationVar(&opts.IdleTimeout, "idle-timeout", 2*time.Minute, "How long an idle keep-alive HTTP connection stays open.")
 	flag.IntVar(&opts.OutboxLimit, "client-queue-limit", 50000, "Messages that may wait for one client before it is closed and told to resume.")
+	flag.IntVar(&opts.OutboxBytes, "client-queue-bytes", 16<<20, "Bytes one client's queue may hold of its own (catch-up included; objects are shared and not counted) before it is closed and told to resume.")
 	flag.IntVar(&opts.HistorySize, "history-size", 10000, "Events per kind kept for clients that resume with a resourceVersion.")
 	flag.DurationVar(&opts.PingInterval, "ping-interval", 30*time.Second, "How often clients are pinged; one that does not answer within half of it is closed.")
 	flag.DurationVar(&opts.WriteTimeout, "write-timeout", 10*time.Second, "How long one message may take to write before the client is closed with 4000; it then has as long again to read up to the close frame.")

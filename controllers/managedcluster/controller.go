@@ -77,6 +77,8 @@ type Reconciler struct {
 	// MemberQPS and MemberBurst limit each member client.
 	MemberQPS   float32
 	MemberBurst int
+	// WriteBudget gives each cluster its share of the hub write budget.
+	WriteBudget *session.WriteBudget
 	// MaxNodesPerCluster caps each cluster's snapshots (0: no cap).
 	MaxNodesPerCluster int
 	// Probe, Workers and NotifyInterval tune every session.
@@ -223,6 +225,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 			HubReader:      r.APIReader,
 			Probe:          r.Probe,
 			MaxNodes:       r.MaxNodesPerCluster,
+			WriteBudget:    r.WriteBudget,
 			Workers:        r.Workers,
 			NotifyInterval: r.NotifyInterval,
 			OnChange:       r.onSessionChange(key.Namespace, key.Name),

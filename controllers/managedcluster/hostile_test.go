@@ -40,6 +40,11 @@ var _ = Describe("A hostile member", func() {
 			for range streamed / len(chunk) {
 				n, err := w.Write(chunk)
 				served.Add(int64(n))
+				select {
+				case <-fake.Done():
+					return
+				default:
+				}
 				if err != nil || r.Context().Err() != nil {
 					return
 				}

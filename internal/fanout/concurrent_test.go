@@ -26,14 +26,14 @@ func TestBrokerPublishesWhileASubscriptionCopies(t *testing.T) {
 		items = append(items, snap("x", "c", fmt.Sprintf("n%04d", i), fmt.Sprint(i+1)))
 	}
 	_ = b.Replace(items, "2000")
-	other := NewOutbox(100, nil)
+	other := NewOutbox(100, 0, nil)
 	_ = b.Subscribe(&Subscription{ID: "other", Filter: NewFilter("x", nil), Out: other}, "")
 	drain(t, other)
 
 	// An item pending for c.n0500 makes the copy conflate when it gets
 	// there, and onConflate is then a hook halfway through the copy.
 	var hooked atomic.Bool
-	slow := NewOutbox(100, func() {
+	slow := NewOutbox(100, 0, func() {
 		if hooked.Swap(true) {
 			return
 		}
@@ -171,7 +171,7 @@ func TestBrokerSubscribesDuringChanges(t *testing.T) {
 				c.held[k.ns+"/"+k.cluster+"."+k.node] = fmt.Sprint(rv)
 			}
 		}
-		out := NewOutbox(1<<30, nil)
+		out := NewOutbox(1<<30, 0, nil)
 		stop, read := make(chan struct{}), make(chan struct{})
 		go func() { // reads while the subscription starts and changes come
 			defer close(read)
@@ -367,7 +367,7 @@ func TestBrokerUnsubscribeDuringChanges(t *testing.T) {
 			running = false
 		default:
 		}
-		out := NewOutbox(1<<20, nil)
+		out := NewOutbox(1<<20, 0, nil)
 		s := &Subscription{ID: "s", Filter: NewFilter("x", nil), Out: out}
 		_ = b.Subscribe(s, "")
 		runtime.Gosched()
@@ -398,7 +398,7 @@ func BenchmarkUpdateWhileSubscribing(b *testing.B) {
 	}
 	_ = br.Replace(items, "1")
 	for i := range 100 {
-		_ = br.Subscribe(&Subscription{ID: fmt.Sprint(i), Filter: NewFilter("x", nil), Out: NewOutbox(1<<30, nil)}, "")
+		_ = br.Subscribe(&Subscription{ID: fmt.Sprint(i), Filter: NewFilter("x", nil), Out: NewOutbox(1<<30, 0, nil)}, "")
 	}
 	var subscribes atomic.Int64
 	stop, stopped := make(chan struct{}), make(chan struct{})
@@ -410,7 +410,7 @@ func BenchmarkUpdateWhileSubscribing(b *testing.B) {
 				return
 			default:
 			}
-			s := &Subscription{ID: "new", Filter: NewFilter("big", nil), Out: NewOutbox(1, nil)}
+			s := &Subscription{ID: "new", Filter: NewFilter("big", nil), Out: NewOutbox(1, 0, nil)}
 			_ = br.Subscribe(s, "")
 			br.Unsubscribe(s)
 			subscribes.Add(1)

@@ -101,7 +101,7 @@ func TestOutboxConflation(t *testing.T) {
 		}, []string{"ADDED x@", "ADDED x@", "ADDED x@", "ADDED x@", "ADDED x@", "ADDED x@"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := NewOutbox(4, nil)
+			o := NewOutbox(4, 0, nil)
 			tc.pushes(o)
 			if got := drain(t, o); strings.Join(got, ",") != strings.Join(tc.want, ",") {
 				t.Errorf("got %v, want %v", got, tc.want)
@@ -110,17 +110,33 @@ func TestOutboxConflation(t *testing.T) {
 	}
 }
 
+func TestOutboxByteLimitCountsCatchUpAndControlBodies(t *testing.T) {
+	a := &Object{Namespace: "n", Name: "a", Raw: []byte(`{}`)}
+	o := NewOutbox(1000, 3*ItemOverhead+100, nil)
+	o.push("s", protocol.Added, a, "", true) // catch-up counts too
+	o.PushError("s", map[string]string{"message": strings.Repeat("x", 50)})
+	if got := drain(t, o); len(got) != 2 {
+		t.Fatalf("within the limit: %v", got)
+	}
+	for range 3 {
+		o.PushError("s", map[string]string{"message": strings.Repeat("x", 50)})
+	}
+	if got := drain(t, o); strings.Join(got, ",") != "OVERFLOW" {
+		t.Fatalf("past the byte limit: %v, want OVERFLOW", got)
+	}
+}
+
 func TestBrokerInitialStateAndChanges(t *testing.T) {
 	b := newTestBroker(100)
 	if err := b.Replace([]any{snap("x", "c1", "n1", "10"), snap("x", "c2", "n1", "11"), snap("y", "c1", "n9", "12")}, "20"); err != nil {
 		t.Fatal(err)
 	}
-	out := NewOutbox(100, nil)
+	out := NewOutbox(100, 0, nil)
 	b.Subscribe(&Subscription{ID: "s", Filter: Filter{Namespace: "x"}, Out: out}, "")
 	if got, want := drain(t, out), []string{"ADDED c1.n1@", "ADDED c2.n1@", "BOOKMARK @20"}; strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("initial state %v, want %v", got, want)
 	}
-	only := NewOutbox(100, nil)
+	only := NewOutbox(100, 0, nil)
 	b.Subscribe(&Subscription{ID: "c2", Filter: Filter{Namespace: "x", Clusters: map[string]bool{"c2": true}}, Out: only}, "")
 	drain(t, only)
 
@@ -157,7 +173,7 @@ func TestBrokerInitialStateAndChanges(t *testing.T) {
 
 func TestBrokerBeforeTheFirstList(t *testing.T) {
 	b := newTestBroker(10)
-	out := NewOutbox(100, nil)
+	out := NewOutbox(100, 0, nil)
 	// A watch event may come before the list finishes; it is no state yet.
 	_ = b.Add(snap("x", "c", "early", "3"))
 	if err := b.Subscribe(&Subscription{ID: "s", Filter: Filter{Namespace: "x"}, Out: out}, ""); !errors.Is(err, ErrNotSynced) {
@@ -194,7 +210,7 @@ func TestBrokerResume(t *testing.T) {
 	_ = b.Update(snap("x", "c", "a", "13"))
 
 	resume := func(rv string) []string {
-		out := NewOutbox(100, nil)
+		out := NewOutbox(100, 0, nil)
 		b.Subscribe(&Subscription{ID: "s", Filter: Filter{Namespace: "x"}, Out: out}, rv)
 		return drain(t, out)
 	}
@@ -221,7 +237,7 @@ func TestBrokerResume(t *testing.T) {
 func TestBrokerRelist(t *testing.T) {
 	b := newTestBroker(10)
 	_ = b.Replace([]any{snap("x", "c", "a", "5"), snap("x", "c", "b", "6")}, "10")
-	out := NewOutbox(100, nil)
+	out := NewOutbox(100, 0, nil)
 	b.Subscribe(&Subscription{ID: "s", Filter: Filter{Namespace: "x"}, Out: out}, "")
 	drain(t, out)
 	// While the watch was down, a was deleted, b changed and c appeared.

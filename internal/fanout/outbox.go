@@ -57,25 +57,38 @@ type itemKey struct{ subscription, namespace, name string }
 // Outbox is a connection's queue of pending messages, conflated per object.
 // Push never blocks; the connection's writer takes items with Pop.
 type Outbox struct {
-	mu        sync.Mutex
-	items     *list.List // of *Item, oldest first
-	index     map[itemKey]*list.Element
-	live      int // pending items that are not catch-up
-	limit     int
-	overflow  bool
-	closed    bool
-	ready     chan struct{}
-	conflated func()
+	mu    sync.Mutex
+	items *list.List // of *Item, oldest first
+	index map[itemKey]*list.Element
+	live  int // pending items that are not catch-up
+	limit int
+	// bytes is what the pending items hold of their own (their entries
+	// and control bodies; objects are shared by every connection), catch-up
+	// included; past byteLimit the Outbox overflows.
+	bytes, byteLimit int
+	overflow         bool
+	closed           bool
+	ready            chan struct{}
+	conflated        func()
 }
 
 // NewOutbox returns an Outbox that overflows past limit pending items
-// (the events subscriptions catch up with aside).
+// (the events subscriptions catch up with aside) or past byteLimit bytes
+// of its own (see ItemOverhead), catch-up included; 0 means no byte limit.
 // onConflate, if not nil, is called for every conflated event.
-func NewOutbox(limit int, onConflate func()) *Outbox {
+func NewOutbox(limit, byteLimit int, onConflate func()) *Outbox {
 	if onConflate == nil {
 		onConflate = func() {}
 	}
-	return &Outbox{items: list.New(), index: map[itemKey]*list.Element{}, limit: limit, ready: make(chan struct{}, 1), conflated: onConflate}
+	return &Outbox{items: list.New(), index: map[itemKey]*list.Element{}, limit: limit, byteLimit: byteLimit, ready: make(chan struct{}, 1), conflated: onConflate}
+}
+
+// ItemOverhead is what one pending item costs an Outbox besides its
+// control body: the list and index entries and the item itself.
+const ItemOverhead = 160
+
+func (it *Item) ownBytes() int {
+	return ItemOverhead + len(it.Body) + len(it.Subscription) + len(it.ResumeFrom)
 }
 
 // Ready is signalled when items may be waiting, the Outbox overflowed or closed.
@@ -110,6 +123,7 @@ func (o *Outbox) push(sub, typ string, obj *Object, resumeFrom string, catchUp b
 
 func (o *Outbox) remove(el *list.Element) {
 	it := o.items.Remove(el).(*Item)
+	o.bytes -= it.ownBytes()
 	if it.Object != nil {
 		delete(o.index, itemKey{it.Subscription, it.Object.Namespace, it.Object.Name})
 	}
@@ -158,6 +172,11 @@ func encode(v any) []byte {
 }
 
 func (o *Outbox) append(key itemKey, it *Item) {
+	if o.byteLimit > 0 && o.bytes+it.ownBytes() > o.byteLimit {
+		o.overflow = true
+		o.signal()
+		return
+	}
 	if !it.catchUp {
 		if o.live >= o.limit {
 			o.overflow = true
@@ -166,6 +185,7 @@ func (o *Outbox) append(key itemKey, it *Item) {
 		}
 		o.live++
 	}
+	o.bytes += it.ownBytes()
 	el := o.items.PushBack(it)
 	if key != (itemKey{}) {
 		o.index[key] = el
@@ -217,6 +237,6 @@ func (o *Outbox) Close() {
 	o.closed = true
 	o.items.Init()
 	clear(o.index)
-	o.live = 0
+	o.live, o.bytes = 0, 0
 	o.signal()
 }

@@ -46,6 +46,9 @@ type Config struct {
 	HubReader client.Reader
 	// Probe tunes the health prober.
 	Probe ProbeOptions
+	// WriteBudget, shared by all sessions, gives each cluster its own share
+	// of the hub write budget (nil: no per-cluster limit).
+	WriteBudget *WriteBudget
 	// MaxNodes caps the cluster's snapshots (0: no cap): nodes past it are
 	// not mirrored, and Status says how many.
 	MaxNodes int
@@ -148,7 +151,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	s.writer = newWriter(&writer{
 		cluster: cfg.Cluster, owner: cfg.Owner, filter: cfg.Filter,
 		hub: cfg.Hub, hubReader: cfg.HubReader, metrics: s.metrics, clock: cfg.Clock,
-		maxNodes: cfg.MaxNodes, requeue: func(node string) { s.queue.Add(node) }, capChanged: s.notify,
+		budget: cfg.WriteBudget, maxNodes: cfg.MaxNodes, requeue: func(node string) { s.queue.Add(node) }, capChanged: s.notify,
 		node: func(name string) (*mirroredNode, bool, error) {
 			obj, exists, err := s.informer.GetStore().GetByKey(name)
 			if !exists || err != nil {
@@ -266,6 +269,7 @@ func (s *Session) watchError(_ context.Context, _ *cache.Reflector, err error) {
 func (s *Session) run(ctx context.Context) {
 	defer close(s.done)
 	defer s.metrics.forget()
+	defer s.cfg.WriteBudget.Forget(s.cfg.Cluster.String())
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { s.probeLoop(ctx) })

@@ -35,6 +35,8 @@ type writer struct {
 	getNode func(ctx context.Context, name string) (*corev1.Node, error)
 	metrics *clusterMetrics
 	clock   clock.PassiveClock
+	// budget paces this cluster's hub writes (nil: not paced).
+	budget *WriteBudget
 	// maxNodes caps the snapshots of the cluster (0: no cap); requeue
 	// hands a node back to the queue when a place frees up, and
 	// capChanged tells the session that the count left out changed.
@@ -262,6 +264,9 @@ func (w *writer) syncNode(ctx context.Context, node string) error {
 	}
 	if !exists {
 		if onHub {
+			if err := w.budget.Wait(ctx, w.cluster.String()); err != nil {
+				return err
+			}
 			snap := &fleetv1.NodeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: have.name, Namespace: w.cluster.Namespace}}
 			if err := w.hub.Delete(ctx, snap); err != nil && !apierrors.IsNotFound(err) {
 				return err
@@ -292,6 +297,9 @@ func (w *writer) syncNode(ctx context.Context, node string) error {
 		status, digest = &st, projection.Digest(&st)
 	}
 	snap := w.snapshot(node, *status, digest)
+	if err := w.budget.Wait(ctx, w.cluster.String()); err != nil {
+		return err
+	}
 	if !onHub {
 		err = w.hub.Create(ctx, snap)
 		if err == nil {

@@ -61,7 +61,7 @@ type subscription struct {
 func newConnection(s *Server, ws *websocket.Conn, u *User, token string, log logr.Logger) *connection {
 	c := &connection{
 		s: s, ws: ws, token: token, log: log,
-		out:     fanout.NewOutbox(s.opts.OutboxLimit, s.metrics.conflated.Inc),
+		out:     fanout.NewOutbox(s.opts.OutboxLimit, s.opts.OutboxBytes, s.metrics.conflated.Inc),
 		subs:    map[string]*subscription{},
 		closing: make(chan struct{}),
 	}

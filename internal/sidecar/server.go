@@ -59,6 +59,11 @@ type Options struct {
 	// OutboxLimit is how many messages may wait for one client before it
 	// is closed with protocol.CloseResume (default 50,000).
 	OutboxLimit int
+	// OutboxBytes bounds what one client's queue holds of its own,
+	// catch-up included (objects are shared by all clients and not
+	// counted): past it the client is closed with protocol.CloseResume
+	// (default 16 MiB, some 100,000 pending events).
+	OutboxBytes int
 	// HistorySize is how many events per kind are kept for resuming
 	// clients (default 10,000).
 	HistorySize int
@@ -111,6 +116,7 @@ func (o *Options) defaults() {
 	setDefault(&o.MaxConnections, 10000)
 	setDefault(&o.IdleTimeout, 2*time.Minute)
 	setDefault(&o.OutboxLimit, 50000)
+	setDefault(&o.OutboxBytes, 16<<20)
 	setDefault(&o.HistorySize, 10000)
 	setDefault(&o.PingInterval, 30*time.Second)
 	setDefault(&o.WriteTimeout, 10*time.Second)

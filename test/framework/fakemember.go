@@ -20,11 +20,15 @@ type FakeMember struct {
 
 	mu       sync.Mutex
 	handlers map[string]http.HandlerFunc
+	// closed ends handlers that would otherwise wait for their client,
+	// which keeps reconnecting while its session runs.
+	closed chan struct{}
 }
 
 // NewFakeMember starts a fake member on 127.0.0.1 until Close.
 func NewFakeMember() *FakeMember {
-	m := &FakeMember{handlers: map[string]http.HandlerFunc{
+	m := &FakeMember{closed: make(chan struct{})}
+	m.handlers = map[string]http.HandlerFunc{
 		"/readyz": func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) },
 		"/version": func(w http.ResponseWriter, _ *http.Request) {
 			_, _ = w.Write([]byte(`{"major":"1","minor":"37","gitVersion":"v1.37.2"}`))
@@ -34,12 +38,15 @@ func NewFakeMember() *FakeMember {
 			if v := r.URL.Query().Get("watch"); v == "true" || v == "1" {
 				w.WriteHeader(http.StatusOK)
 				w.(http.Flusher).Flush()
-				<-r.Context().Done()
+				select {
+				case <-r.Context().Done():
+				case <-m.closed:
+				}
 				return
 			}
 			_, _ = w.Write([]byte(`{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}`))
 		},
-	}}
+	}
 	m.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.Requests.Add(1)
 		m.mu.Lock()
@@ -74,8 +81,13 @@ current-context: fake
 `, m.Server.URL, base64.StdEncoding.EncodeToString(ca))
 }
 
+// Done is closed when the fake member closes: scripted handlers that
+// stream or wait should stop then.
+func (m *FakeMember) Done() <-chan struct{} { return m.closed }
+
 // Close stops the fake member, cutting the operator's open watches.
 func (m *FakeMember) Close() {
+	close(m.closed)
 	m.Server.CloseClientConnections()
 	m.Server.Close()
 }

@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/controllers/managedcluster"
+	"github.com/nodemirror/nodemirror/internal/session"
+	"github.com/nodemirror/nodemirror/test/framework"
+)
+
+// TestNoisyClusterLeavesTheQuietOneItsWrites runs the operator with a small
+// hub budget (20 requests/s) and a per-cluster write budget, a member whose
+// nodes churn labels as fast as its API server takes them, and a quiet
+// member: the quiet cluster's change latency with the noise stays within
+// twice its latency without it, measured in the same run.
+func TestNoisyClusterLeavesTheQuietOneItsWrites(t *testing.T) {
+	cp := framework.StartControlPlanes(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	hub, err := client.New(cp.HubConfig, client.Options{Scheme: framework.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noisy, quiet := kubernetes.NewForConfigOrDie(cp.MemberConfigs[0]), kubernetes.NewForConfigOrDie(cp.MemberConfigs[1])
+	const churners = 8
+	for i := range churners {
+		if _, err := framework.CreateNode(ctx, noisy, framework.NewNode(fmt.Sprintf("noisy-%d", i), nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := framework.CreateNode(ctx, quiet, framework.NewNode("quiet-0", nil)); err != nil {
+		t.Fatal(err)
+	}
+
+	opCfg := rest.CopyConfig(cp.HubConfig)
+	opCfg.QPS, opCfg.Burst = 20, 20
+	writes := &framework.RequestCounter{}
+	opCfg.WrapTransport = writes.Wrap
+	stop, err := framework.StartOperator(ctx, opCfg, func(r *managedcluster.Reconciler) {
+		r.WriteBudget = session.NewWriteBudget(8, 8)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fleet"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"noisy", "quiet"} {
+		kubeconfig, err := framework.Kubeconfig(cp.Members[i], name+"-admin", []string{"system:masters"}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range []client.Object{
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: name + "-kubeconfig", Labels: map[string]string{fleetv1.KubeconfigSecretLabel: "true"}}, Data: map[string][]byte{"kubeconfig": kubeconfig}},
+			framework.NewManagedCluster("fleet", name),
+		} {
+			if err := hub.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	framework.WaitFor(t, 30*time.Second, "both clusters mirrored", func() bool {
+		var list fleetv1.NodeSnapshotList
+		return hub.List(ctx, &list, client.InNamespace("fleet")) == nil && len(list.Items) == churners+1
+	})
+
+	// latency changes the quiet node's label and times until the hub has it.
+	seq := 0
+	latency := func() time.Duration {
+		seq++
+		want := fmt.Sprint(seq)
+		start := time.Now()
+		if err := framework.PatchLabel(ctx, quiet, "quiet-0", "seq", &want); err != nil {
+			t.Fatal(err)
+		}
+		framework.WaitFor(t, 30*time.Second, "the quiet change on the hub", func() bool {
+			s := &fleetv1.NodeSnapshot{}
+			return hub.Get(ctx, client.ObjectKey{Namespace: "fleet", Name: "quiet.quiet-0"}, s) == nil && s.Status.Labels["seq"] == want
+		})
+		return time.Since(start)
+	}
+	median := func(n int) time.Duration {
+		var d []time.Duration
+		for range n {
+			d = append(d, latency())
+			time.Sleep(50 * time.Millisecond)
+		}
+		slices.Sort(d)
+		return d[len(d)/2]
+	}
+	const samples = 9
+	alone := median(samples)
+
+	churn, stopChurn := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range churners {
+		wg.Go(func() {
+			for v := 0; churn.Err() == nil; v++ {
+				_ = framework.PatchLabel(churn, noisy, fmt.Sprintf("noisy-%d", i), "churn", ptr.To(fmt.Sprint(v)))
+			}
+		})
+	}
+	before, start := writes.Writes("fleet", "nodesnapshots"), time.Now()
+	time.Sleep(2 * time.Second) // let the noise fill the hub budget
+	withNoise := median(samples)
+	elapsed := time.Since(start).Seconds()
+	made := writes.Writes("fleet", "nodesnapshots") - before
+	stopChurn()
+	wg.Wait()
+
+	t.Logf("quiet cluster's change latency: median %s alone, %s beside the noisy one (%d snapshot writes in %.1fs under a per-cluster budget of 8/s)", alone, withNoise, made, elapsed)
+	// A little absolute room: on a loaded 2-core machine a median of a few
+	// milliseconds moves by that much on its own.
+	if withNoise > 2*alone+20*time.Millisecond {
+		t.Errorf("the quiet cluster's changes took %s beside a noisy one, more than twice the %s they took alone", withNoise, alone)
+	}
+	// The noisy cluster's burst and rate, and the quiet cluster's samples.
+	if allowed := 8 + int(8*elapsed) + samples + 2; made > allowed {
+		t.Errorf("%d snapshot writes in %.1fs, more than the per-cluster budget allows (%d)", made, elapsed, allowed)
+	}
+}
