@@ -546,20 +546,11 @@ func TestHTTPReads(t *testing.T) {
 	mustCreate(t, framework.NewSnapshot("team-a", "http1", "n1"), framework.NewSnapshot("team-a", "http2", "n1"), framework.NewManagedCluster("team-a", "http1"))
 	ts := startSidecar(t, sidecar.Options{})
 	framework.WaitFor(t, 5*time.Second, "snapshots listed", func() bool { return sidecarHas(t, ts, "team-a", "http2.n1") })
-	get := func(path, token string) (int, []byte) {
-		req, _ := http.NewRequest(http.MethodGet, ts.URL+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+	read := func(path, token string) (int, []byte) {
+		code, body, _ := get(t, ts.URL+path, token)
+		return code, []byte(body)
 	}
-	code, body := get("/api/v1/namespaces/team-a/nodesnapshots?cluster=http1", aliceToken)
+	code, body := read("/api/v1/namespaces/team-a/nodesnapshots?cluster=http1", aliceToken)
 	var list fleetv1.NodeSnapshotList
 	if err := json.Unmarshal(body, &list); code != http.StatusOK || err != nil {
 		t.Fatalf("list: %d %v %s", code, err, body)
@@ -567,7 +558,7 @@ func TestHTTPReads(t *testing.T) {
 	if list.Kind != "NodeSnapshotList" || list.ResourceVersion == "" || len(list.Items) != 1 || list.Items[0].Name != "http1.n1" || list.Items[0].Status.Columns.Status != "Ready" {
 		t.Fatalf("list = %+v", list)
 	}
-	code, body = get("/api/v1/namespaces/team-a/managedclusters", aliceToken)
+	code, body = read("/api/v1/namespaces/team-a/managedclusters", aliceToken)
 	if code != http.StatusOK || !strings.Contains(string(body), `"kind":"ManagedClusterList"`) || !strings.Contains(string(body), `"name":"http1"`) {
 		t.Fatalf("clusters: %d %s", code, body)
 	}
@@ -582,7 +573,7 @@ func TestHTTPReads(t *testing.T) {
 		{"/api/v1/namespaces/team-a/pods", aliceToken, http.StatusNotFound},
 		{"/api/v1/namespaces/Team_A/nodesnapshots", aliceToken, http.StatusBadRequest},
 	} {
-		code, body := get(tc.path, tc.token)
+		code, body := read(tc.path, tc.token)
 		if code != tc.code {
 			t.Errorf("GET %s: %d %s, want %d", tc.path, code, body, tc.code)
 		}
@@ -590,7 +581,7 @@ func TestHTTPReads(t *testing.T) {
 			t.Errorf("GET %s: error is not a Status: %s", tc.path, body)
 		}
 	}
-	if code, body := get("/api/v1/whoami", aliceToken); code != http.StatusOK || !strings.Contains(string(body), "system:serviceaccount:team-a:alice") {
+	if code, body := read("/api/v1/whoami", aliceToken); code != http.StatusOK || !strings.Contains(string(body), "system:serviceaccount:team-a:alice") {
 		t.Errorf("whoami: %d %s", code, body)
 	}
 }
