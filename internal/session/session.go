@@ -10,9 +10,10 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -100,6 +101,16 @@ type Session struct {
 	version string
 }
 
+// plainListWatch makes the member informer list, then watch, instead of
+// streaming its initial list through a watch: client-go's streaming path
+// backs off after a failed attempt without heeding its context (up to
+// 30 s), so a session of an unreachable member could not stop promptly.
+// A list is bounded by member.Limits all the same.
+type plainListWatch struct{ *cache.ListWatch }
+
+// IsWatchListSemanticsUnSupported tells the reflector not to stream.
+func (plainListWatch) IsWatchListSemanticsUnSupported() bool { return true }
+
 // listError is a list or watch refusal seen by the informer, current until
 // the informer makes progress again.
 type listError struct {
@@ -144,10 +155,17 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		),
 		probed: Connection{metav1.ConditionUnknown, fleetv1.ReasonConnecting, "connecting to the member API server"},
 	}
-	s.informer = coreinformers.NewFilteredNodeInformer(cs, cfg.Resync, cache.Indexers{}, func(o *metav1.ListOptions) {
-		o.LabelSelector = cfg.Selector
-	})
 	nodes := cs.CoreV1().Nodes()
+	s.informer = cache.NewSharedIndexInformer(plainListWatch{&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = cfg.Selector
+			return nodes.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = cfg.Selector
+			return nodes.Watch(ctx, o)
+		},
+	}}, &corev1.Node{}, cfg.Resync, cache.Indexers{})
 	s.writer = newWriter(&writer{
 		cluster: cfg.Cluster, owner: cfg.Owner, filter: cfg.Filter,
 		hub: cfg.Hub, hubReader: cfg.HubReader, metrics: s.metrics, clock: cfg.Clock,

@@ -33,14 +33,7 @@ func heapInUse() uint64 {
 // message, and past the limit the connection is closed with 4002.
 func TestInvalidMessagesCloseTheConnectionAndCostLittle(t *testing.T) {
 	ts := startSidecar(t, sidecar.Options{PingInterval: time.Hour})
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	conn, _, err := dialRaw(dctx, ts, aliceToken, viaHeader, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseNow()
-	conn.SetReadLimit(-1)
+	conn := dialSilent(t, ts, aliceToken)
 	framework.WaitFor(t, 5*time.Second, "client counted", func() bool { return ts.Metric(t, "nodemirror_sidecar_clients") == 1 })
 
 	// 4 KiB, the most that is answered with an ERROR rather than a close,
@@ -142,17 +135,7 @@ func TestClientThatStopsReadingIsToldToResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts := startSidecar(t, sidecar.Options{WriteTimeout: 3 * time.Second, PingInterval: time.Hour})
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	conn, _, err := dialRaw(dctx, ts, adminToken, viaHeader, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseNow()
-	conn.SetReadLimit(-1)
-	if err := conn.Write(dctx, websocket.MessageText, []byte(subscribe("s", "team-b", "stuck"))); err != nil {
-		t.Fatal(err)
-	}
+	conn := dialSilent(t, ts, adminToken, subscribe("s", "team-b", "stuck"))
 	framework.WaitFor(t, 5*time.Second, "client counted", func() bool { return ts.Metric(t, "nodemirror_sidecar_clients") == 1 })
 
 	// Large changes until the socket buffers are full and a write stalls.

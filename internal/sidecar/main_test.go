@@ -123,6 +123,26 @@ func dialRaw(ctx context.Context, ts *testSidecar, token string, mode authMode, 
 	return websocket.Dial(ctx, strings.Replace(ts.URL, "http://", "ws://", 1)+"/api/v1/watch", opts)
 }
 
+// dialSilent connects a client that reads nothing (until the test itself
+// does) and sends msgs, for tests of what the sidecar does to such a client.
+func dialSilent(t *testing.T, ts *testSidecar, token string, msgs ...string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, _, err := dialRaw(ctx, ts, token, viaHeader, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.CloseNow() })
+	conn.SetReadLimit(-1)
+	for _, m := range msgs {
+		if err := conn.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conn
+}
+
 func dial(t *testing.T, ts *testSidecar, token string, mode authMode) *wsClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

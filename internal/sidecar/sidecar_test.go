@@ -455,17 +455,7 @@ func TestSlowClientDoesNotDelayOthers(t *testing.T) {
 	// The slow client's writes block once the socket buffers are full; a
 	// long write timeout keeps it connected, so its queue is what gives.
 	ts := startSidecar(t, sidecar.Options{OutboxLimit: 100, WriteTimeout: time.Minute, PingInterval: time.Hour})
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	slow, _, err := dialRaw(dctx, ts, adminToken, viaHeader, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.CloseNow()
-	slow.SetReadLimit(-1)
-	if err := slow.Write(dctx, websocket.MessageText, []byte(subscribe("s", "team-b", "slow"))); err != nil {
-		t.Fatal(err)
-	}
+	slow := dialSilent(t, ts, adminToken, subscribe("s", "team-b", "slow"))
 	fast := dial(t, ts, adminToken, viaHeader)
 	fast.send(subscribe("s", "team-b", "slow"))
 	fast.untilBookmark("s")

@@ -87,6 +87,11 @@ func (m *FakeMember) Done() <-chan struct{} { return m.closed }
 
 // Close stops the fake member, cutting the operator's open watches.
 func (m *FakeMember) Close() {
+	select {
+	case <-m.closed:
+		return // closed already
+	default:
+	}
 	close(m.closed)
 	m.Server.CloseClientConnections()
 	m.Server.Close()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -78,6 +80,8 @@ func StartOperator(ctx context.Context, hub *rest.Config, tune ...func(*managedc
 		case err := <-done:
 			return err
 		case <-time.After(30 * time.Second):
+			// What it is stuck on is the one thing worth knowing.
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 			return errors.New("operator did not stop within 30s")
 		}
 	}, nil
