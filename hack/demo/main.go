@@ -193,7 +193,7 @@ func run(ctx context.Context, o options) (err error) {
 		})
 	}
 
-	if err := waitReady(ctx, "http://"+o.addr+"/readyz"); err != nil {
+	if err := waitReady(ctx, "http://"+o.addr+"/readyz", filepath.Join(d.logs, "sidecar.log")); err != nil {
 		return err
 	}
 	for _, m := range members {
@@ -289,7 +289,10 @@ func (d *demo) cleanup() {
 	_ = os.RemoveAll(d.run)
 }
 
-func waitReady(ctx context.Context, url string) error {
+// waitReady waits, at most a minute and a half, until url answers 200;
+// when it does not, the error ends with the tail of the process's log.
+func waitReady(ctx context.Context, url, log string) error {
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		resp, err := http.Get(url)
 		if err == nil {
@@ -297,6 +300,13 @@ func waitReady(ctx context.Context, url string) error {
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
+		}
+		if time.Now().After(deadline) {
+			tail, _ := os.ReadFile(log)
+			if len(tail) > 2048 {
+				tail = tail[len(tail)-2048:]
+			}
+			return fmt.Errorf("%s did not answer 200 within 90s (last error: %v); the end of %s:\n%s", url, err, log, tail)
 		}
 		select {
 		case <-ctx.Done():
