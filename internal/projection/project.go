@@ -56,14 +56,20 @@ func Project(node *corev1.Node, f Filter) fleetv1.NodeSnapshotStatus {
 			LastTransitionTime: nc.LastTransitionTime,
 		})
 	}
-	// The columns are worked out from the capped values, as stored.
-	capped := node.DeepCopy()
-	capped.Status.NodeInfo = corev1.NodeSystemInfo{
-		KubeletVersion: st.NodeInfo.KubeletVersion, OSImage: st.NodeInfo.OSImage, KernelVersion: st.NodeInfo.KernelVersion,
-		ContainerRuntimeVersion: st.NodeInfo.ContainerRuntimeVersion, Architecture: st.NodeInfo.Architecture,
-	}
-	capped.Status.Addresses = st.Addresses
-	st.Columns = columns(capped, st.Roles)
+	// The columns are worked out from the capped values, as stored. This
+	// runs on every node update, heartbeats included: a Node of just the
+	// parts columns reads, not a copy of the whole Node.
+	st.Columns = columns(&corev1.Node{
+		Spec: corev1.NodeSpec{Unschedulable: node.Spec.Unschedulable},
+		Status: corev1.NodeStatus{
+			Conditions: node.Status.Conditions,
+			Addresses:  st.Addresses,
+			NodeInfo: corev1.NodeSystemInfo{
+				KubeletVersion: st.NodeInfo.KubeletVersion, OSImage: st.NodeInfo.OSImage, KernelVersion: st.NodeInfo.KernelVersion,
+				ContainerRuntimeVersion: st.NodeInfo.ContainerRuntimeVersion, Architecture: st.NodeInfo.Architecture,
+			},
+		},
+	}, st.Roles)
 	st.Truncated = c.truncated
 	return st
 }
