@@ -37,15 +37,7 @@ func TestColumnsMatchKubectl(t *testing.T) {
 		}
 	}
 
-	stop, err := framework.StartOperator(ctx, cp.HubConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	runOperator(t, ctx, cp.HubConfig)
 	hubK.registerCluster("cols", memberKubeconfig)
 
 	// AGE is computed by each kubectl at print time: read both tables

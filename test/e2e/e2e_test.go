@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/nodemirror/nodemirror/controllers/managedcluster"
 	"github.com/nodemirror/nodemirror/internal/protocol"
 	"github.com/nodemirror/nodemirror/test/framework"
 )
@@ -70,6 +71,20 @@ metadata: {name: %s, namespace: fleet}
 spec:
   kubeconfigSecretRef: {name: %s-kubeconfig}
 `, name, name), "apply", "-f", "-")
+}
+
+// runOperator runs the operator in-process against hub until the test ends.
+func runOperator(t *testing.T, ctx context.Context, hub *rest.Config, tune ...func(*managedcluster.Reconciler)) {
+	t.Helper()
+	stop, err := framework.StartOperator(ctx, hub, tune...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 func writeKubeconfig(t *testing.T, env *envtest.Environment, dir, name string) string {

@@ -49,17 +49,9 @@ func TestNoisyClusterLeavesTheQuietOneItsWrites(t *testing.T) {
 	opCfg.QPS, opCfg.Burst = 20, 20
 	writes := &framework.RequestCounter{}
 	opCfg.WrapTransport = writes.Wrap
-	stop, err := framework.StartOperator(ctx, opCfg, func(r *managedcluster.Reconciler) {
+	runOperator(t, ctx, opCfg, func(r *managedcluster.Reconciler) {
 		r.WriteBudget = session.NewWriteBudget(8, 8)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := stop(); err != nil {
-			t.Error(err)
-		}
-	}()
 	if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fleet"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -34,15 +34,7 @@ func TestNodeCapLeavesTheRestOutAndSaysSo(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stop, err := framework.StartOperator(ctx, cp.HubConfig, func(r *managedcluster.Reconciler) { r.MaxNodesPerCluster = 2 })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	runOperator(t, ctx, cp.HubConfig, func(r *managedcluster.Reconciler) { r.MaxNodesPerCluster = 2 })
 	hubK.registerClusterNoWait("capped", memberKubeconfig)
 	hubK.must("", "-n", "fleet", "wait", "managedcluster/capped", "--for=condition=Stalled", "--timeout=60s")
 	snapshots := func() int {
