@@ -17,6 +17,16 @@ const (
 	// read it: a snapshot's name may be a hash (see NodeSnapshot), so the
 	// operator never derives the node from the name.
 	NodeNameAnnotation = "fleet.nodemirror.io/node-name"
+	// ReservedPrefix is the label and annotation prefix the operator owns.
+	// Mirrored node labels are copied to a snapshot's metadata.labels, so
+	// that kubectl -l selects snapshots by node label, except those with
+	// this prefix: a member node cannot make itself look like another
+	// cluster's. They stay in status.labels.
+	ReservedPrefix = "fleet.nodemirror.io/"
+	// FieldManager is the server-side apply field manager of the
+	// operator's snapshot writes. Labels and annotations other managers
+	// add to a snapshot are theirs and stay.
+	FieldManager = "nodemirror-operator"
 )
 
 // Size limits of a NodeSnapshot, enforced by the schema and applied by the
@@ -188,10 +198,15 @@ type NodeInfo struct {
 }
 
 // NodeSnapshot is the mirrored state of one member node, named
-// <cluster>.<node>. Only the operator writes it, so its status lives in the
-// main resource: one create carries the whole state.
+// <cluster>.<node>. Only the operator writes its spec and status, so its
+// status lives in the main resource: one write carries the whole state.
+// Its metadata.labels carry the cluster label and the mirrored node labels
+// (see ReservedPrefix), so `kubectl get nsnap -l node-role.kubernetes.io/worker`
+// and `--field-selector spec.clusterName=east` both work.
 // +kubebuilder:object:root=true
-// +kubebuilder:resource:categories=nodemirror
+// +kubebuilder:resource:shortName=nsnap,categories=nodemirror
+// +kubebuilder:selectablefield:JSONPath=`.spec.clusterName`
+// +kubebuilder:selectablefield:JSONPath=`.spec.nodeName`
 // +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.clusterName`
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.columns.status`

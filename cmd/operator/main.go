@@ -4,6 +4,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
@@ -27,6 +29,8 @@ import (
 func main() {
 	var (
 		metricsAddr, probeAddr      string
+		metricsSecure, enableHTTP2  bool
+		metricsCertPath             string
 		leaderElect                 bool
 		leaderElectionNamespace     string
 		hubQPS, memberQPS           float64
@@ -42,10 +46,14 @@ func main() {
 		clusterWriteQPS             float64
 		clusterWriteBurst           int
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
+	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, to callers whose token the hub authenticates and whose identity may get /metrics "+
+		"(TokenReview, then SubjectAccessReview). false: plain HTTP to anyone who can reach the port.")
+	flag.StringVar(&metricsCertPath, "metrics-cert-path", "", "Directory with tls.crt and tls.key for the metrics endpoint (e.g. from cert-manager), reloaded when they change; empty: a self-signed certificate.")
+	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics over HTTP/2 too. Off by default: HTTP/2 Rapid Reset and Stream Cancellation (CVE-2023-44487, CVE-2023-39325).")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica mirrors at a time.")
-	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election Lease (default: $POD_NAMESPACE, else the pod's namespace).")
 	flag.Float64Var(&hubQPS, "hub-qps", 50, "Queries per second to the hub API server.")
 	flag.IntVar(&hubBurst, "hub-burst", 100, "Burst of queries to the hub API server.")
 	flag.Float64Var(&clusterWriteQPS, "hub-write-qps-per-cluster", 25, "NodeSnapshot writes per second one ManagedCluster may make, so that one cluster's churn leaves the rest of --hub-qps to the others. 0: no per-cluster limit.")
@@ -82,9 +90,17 @@ func main() {
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(hubQPS), hubBurst
 	cfg.UserAgent = "nodemirror-operator"
+	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: metricsSecure}
+	if metricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+		metricsOpts.CertDir = metricsCertPath
+		if !enableHTTP2 {
+			metricsOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,
 		Cache:                         managedcluster.CacheOptions(),
 		LeaderElection:                leaderElect,

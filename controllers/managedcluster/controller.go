@@ -154,6 +154,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	if err := r.Client.Get(ctx, req.NamespacedName, mc); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.sessions.stop(req.NamespacedName)
+			forgetClusterMetrics(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -173,6 +174,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	var obs observation
 	defer func() {
 		setStatus(mc, obs)
+		recordConditions(mc)
 		if err := r.patchStatus(ctx, before, mc); err != nil {
 			reterr = kerrors.NewAggregate([]error{reterr, err})
 		}
@@ -213,6 +215,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 		if ok {
 			ctrl.LoggerFrom(ctx).Info("Spec or credentials changed: restarting session")
 			r.sessions.stop(key)
+			sessionRestarts.WithLabelValues(key.Namespace, key.Name).Inc()
 		}
 		s, err := session.Start(r.base, session.Config{
 			Cluster:        key,
@@ -283,6 +286,7 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, mc *fleetv1.ManagedClu
 		return ctrl.Result{}, nil
 	}
 	r.sessions.stop(client.ObjectKeyFromObject(mc))
+	forgetClusterMetrics(client.ObjectKeyFromObject(mc))
 	ofCluster := []client.DeleteAllOfOption{
 		client.InNamespace(mc.Namespace),
 		client.MatchingLabels{fleetv1.ClusterLabel: mc.Name},

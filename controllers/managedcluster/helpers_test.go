@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -143,7 +144,8 @@ func (f *fixture) snapshotWrites() int { return hubRequests.Writes(f.ns, "nodesn
 
 // metric reads a per-cluster series from the operator's registry.
 func metric(name, cluster string, extra ...string) float64 {
-	return framework.Metric(GinkgoTB(), ctrlmetrics.Registry, name, append([]string{"cluster", cluster}, extra...)...)
+	ns, n, _ := strings.Cut(cluster, "/")
+	return framework.Metric(GinkgoTB(), ctrlmetrics.Registry, name, append([]string{"namespace", ns, "name", n}, extra...)...)
 }
 
 func keyOf(f *fixture, cluster string) string { return fmt.Sprintf("%s/%s", f.ns, cluster) }

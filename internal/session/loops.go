@@ -23,6 +23,9 @@ func (s *Session) probeLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if seen.Status != metav1.ConditionTrue {
+			s.metrics.probes.Inc()
+		}
 		reported := h.observe(seen)
 		s.mu.Lock()
 		wasHealthy := s.probed.Status == metav1.ConditionTrue

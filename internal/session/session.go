@@ -145,7 +145,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	s := &Session{
 		cfg:     cfg,
 		log:     cfg.Log.WithValues("managedCluster", klog.KRef(cfg.Cluster.Namespace, cfg.Cluster.Name)),
-		metrics: newClusterMetrics(cfg.Cluster.String()),
+		metrics: newClusterMetrics(cfg.Cluster),
 		rest:    cs.Discovery().RESTClient(),
 		done:    make(chan struct{}),
 		changed: make(chan struct{}, 1),

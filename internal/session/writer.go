@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"slices"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
@@ -300,17 +302,19 @@ func (w *writer) syncNode(ctx context.Context, node string) error {
 	if err := w.budget.Wait(ctx, w.cluster.String()); err != nil {
 		return err
 	}
-	if !onHub {
-		err = w.hub.Create(ctx, snap)
-		if err == nil {
-			w.metrics.creates.Inc()
-		}
-	} else {
+	if onHub {
+		// The resourceVersion makes the apply conditional: a snapshot
+		// changed or replaced behind our back is a conflict, and refresh
+		// learns what the hub holds.
 		snap.Name, snap.ResourceVersion = have.name, have.resourceVersion
-		err = w.hub.Update(ctx, snap)
-		if err == nil {
-			w.metrics.updates.Inc()
-		}
+	}
+	snap.ResourceVersion, err = w.apply(ctx, snap)
+	switch {
+	case err != nil:
+	case onHub:
+		w.metrics.updates.Inc()
+	default:
+		w.metrics.creates.Inc()
 	}
 	switch {
 	case apierrors.IsAlreadyExists(err), apierrors.IsConflict(err), apierrors.IsNotFound(err):
@@ -371,14 +375,37 @@ func (w *writer) refresh(ctx context.Context, node, name string) error {
 
 func (w *writer) snapshot(node string, status fleetv1.NodeSnapshotStatus, digest string) *fleetv1.NodeSnapshot {
 	return &fleetv1.NodeSnapshot{
+		TypeMeta: metav1.TypeMeta{APIVersion: fleetv1.GroupVersion.String(), Kind: "NodeSnapshot"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:            projection.SnapshotName(w.cluster.Name, node),
 			Namespace:       w.cluster.Namespace,
-			Labels:          map[string]string{fleetv1.ClusterLabel: w.cluster.Name},
+			Labels:          projection.SnapshotLabels(w.cluster.Name, status.Labels),
 			Annotations:     map[string]string{fleetv1.DigestAnnotation: digest, fleetv1.NodeNameAnnotation: node},
 			OwnerReferences: []metav1.OwnerReference{w.owner},
 		},
 		Spec:   fleetv1.NodeSnapshotSpec{ClusterName: w.cluster.Name, NodeName: node},
 		Status: status,
 	}
+}
+
+// apply writes snap with server-side apply as the operator's field
+// manager, forcing its own fields: it creates the snapshot, or updates it
+// if snap has a resourceVersion that still matches. What other managers
+// set (labels, annotations) is theirs and stays; what the operator set
+// before and leaves out now (a label removed from the node) goes. It
+// returns the new resourceVersion.
+func (w *writer) apply(ctx context.Context, snap *fleetv1.NodeSnapshot) (string, error) {
+	raw, err := json.Marshal(snap)
+	if err != nil {
+		return "", err
+	}
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(raw); err != nil {
+		return "", err
+	}
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	if err := w.hub.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(fleetv1.FieldManager), client.ForceOwnership); err != nil {
+		return "", err
+	}
+	return u.GetResourceVersion(), nil
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -70,11 +72,25 @@ func newWriterFixture(t *testing.T, existing ...client.Object) *writerFixture {
 			}
 			return c.Create(ctx, obj, opts...)
 		},
-		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-			if err := record("update", obj); err != nil {
+		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+			// The writer applies: with a resourceVersion to update what it
+			// knows is there, without one to create.
+			raw, err := json.Marshal(obj)
+			if err != nil {
 				return err
 			}
-			return c.Update(ctx, obj, opts...)
+			u := &unstructured.Unstructured{}
+			if err := u.UnmarshalJSON(raw); err != nil {
+				return err
+			}
+			verb := "create"
+			if u.GetResourceVersion() != "" {
+				verb = "update"
+			}
+			if err := record(verb, u); err != nil {
+				return err
+			}
+			return c.Apply(ctx, obj, opts...)
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
 			if err := record("delete", obj); err != nil {
@@ -88,7 +104,7 @@ func newWriterFixture(t *testing.T, existing ...client.Object) *writerFixture {
 	f.w = newWriter(&writer{
 		cluster: cluster, owner: metav1.OwnerReference{APIVersion: fleetv1.GroupVersion.String(), Kind: "ManagedCluster", Name: "c", UID: "u"},
 		filter: projection.NewFilter(fleetv1.MirrorSpec{}),
-		hub:    f.hub, hubReader: f.hub, metrics: newClusterMetrics(fmt.Sprintf("writer-test-%d", writerClusters)),
+		hub:    f.hub, hubReader: f.hub, metrics: newClusterMetrics(types.NamespacedName{Namespace: "writer-test", Name: fmt.Sprint(writerClusters)}),
 		clock: clocktesting.NewFakePassiveClock(metav1.Now().Time),
 		node: func(name string) (*mirroredNode, bool, error) {
 			f.mu.Lock()

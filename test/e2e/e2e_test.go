@@ -172,15 +172,62 @@ func TestOperatorBinaryWithKubectl(t *testing.T) {
 		return strings.Contains(out, "Ready,SchedulingDisabled")
 	})
 
-	resp, err := http.Get("http://" + metricsAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// Node labels select snapshots with -l, spec fields with
+	// --field-selector, by the short name.
+	if out := k.must("", "get", "nsnap", "-A", "-l", "node-role.kubernetes.io/worker", "--no-headers", "-o", "name"); strings.Join(strings.Fields(out), " ") != "nodesnapshot.fleet.nodemirror.io/edge.node-1 nodesnapshot.fleet.nodemirror.io/edge.node-2" {
+		t.Errorf("-l node-role.kubernetes.io/worker selected:\n%s", out)
 	}
-	var body bytes.Buffer
-	_, _ = body.ReadFrom(resp.Body)
-	resp.Body.Close()
-	for _, m := range []string{`nodemirror_nodes_mirrored{cluster="fleet/edge"} 3`, `nodemirror_hub_writes_total{cluster="fleet/edge",operation="create"} 3`, "nodemirror_propagation_lag_seconds_bucket"} {
-		if !strings.Contains(body.String(), m) {
+	if out := k.must("", "get", "nsnap", "-A", "--field-selector", "spec.clusterName=edge,spec.nodeName=node-0", "--no-headers", "-o", "name"); strings.TrimSpace(out) != "nodesnapshot.fleet.nodemirror.io/edge.node-0" {
+		t.Errorf("--field-selector selected:\n%s", out)
+	}
+	if out, err := k.run("", "get", "nsnap", "-A", "--field-selector", "status.columns.status=Ready"); err == nil {
+		t.Errorf("a field that is not selectable was accepted:\n%s", out)
+	}
+	// Labels and annotations others add stay through the operator's
+	// writes; a label the node loses leaves the snapshot.
+	k.must("", "-n", "fleet", "label", "nsnap", "edge.node-2", "team=payments")
+	k.must("", "-n", "fleet", "annotate", "nsnap", "edge.node-2", "example.com/owner=alice")
+	k2.must("", "label", "node", "node-2", "rack=r1")
+	framework.WaitFor(t, 10*time.Second, "rack label mirrored", func() bool {
+		out, _ := k.run("", "get", "nsnap", "-n", "fleet", "-l", "rack=r1", "-o", "name")
+		return strings.Contains(out, "edge.node-2")
+	})
+	k2.must("", "label", "node", "node-2", "rack-", "node-role.kubernetes.io/worker-")
+	framework.WaitFor(t, 10*time.Second, "removed labels gone from the snapshot", func() bool {
+		out, _ := k.run("", "get", "nsnap", "-n", "fleet", "edge.node-2", "-o", "jsonpath={.metadata.labels}")
+		return !strings.Contains(out, "rack") && !strings.Contains(out, "node-role.kubernetes.io/worker")
+	})
+	meta := k.must("", "get", "nsnap", "-n", "fleet", "edge.node-2", "-o", "jsonpath={.metadata.labels.team} {.metadata.annotations.example\\.com/owner} {.metadata.labels.fleet\\.nodemirror\\.io/cluster}")
+	if strings.TrimSpace(meta) != "payments alice edge" {
+		t.Errorf("after the operator's writes: team label, owner annotation, cluster label = %q", meta)
+	}
+	k2.must("", "label", "node", "node-2", "node-role.kubernetes.io/worker=")
+
+	// Metrics are HTTPS, for identities the hub lets get /metrics only.
+	k.must("", "apply", "-f", filepath.Join(framework.RepoRoot(), "config", "rbac", "metrics_reader_role.yaml"))
+	k.must("", "-n", "default", "create", "serviceaccount", "scraper")
+	k.must("", "create", "clusterrolebinding", "scraper", "--clusterrole=nodemirror-metrics-reader", "--serviceaccount=default:scraper")
+	scraper := strings.TrimSpace(k.must("", "-n", "default", "create", "token", "scraper"))
+	k.must("", "-n", "default", "create", "serviceaccount", "nosy")
+	nosy := strings.TrimSpace(k.must("", "-n", "default", "create", "token", "nosy"))
+	if code, _ := framework.ScrapeOperator(t, metricsAddr, ""); code != http.StatusUnauthorized {
+		t.Errorf("metrics without a token: %d, want 401", code)
+	}
+	if code, _ := framework.ScrapeOperator(t, metricsAddr, nosy); code != http.StatusForbidden {
+		t.Errorf("metrics for an identity without the metrics-reader role: %d, want 403", code)
+	}
+	code, body := framework.ScrapeOperator(t, metricsAddr, scraper)
+	if code != http.StatusOK {
+		t.Errorf("metrics for the scraper: %d", code)
+	}
+	for _, m := range []string{
+		`nodemirror_nodes_mirrored{name="edge",namespace="fleet"} 3`,
+		`nodemirror_hub_writes_total{name="edge",namespace="fleet",operation="create"} 3`,
+		`nodemirror_cluster_condition{name="edge",namespace="fleet",status="True",type="Ready"} 1`,
+		`nodemirror_cluster_condition{name="edge",namespace="fleet",status="False",type="Ready"} 0`,
+		"nodemirror_propagation_lag_seconds_bucket",
+	} {
+		if !strings.Contains(body, m) {
 			t.Errorf("metrics lack %q", m)
 		}
 	}

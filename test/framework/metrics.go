@@ -1,7 +1,11 @@
 package framework
 
 import (
+	"crypto/tls"
+	"io"
+	"net/http"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -42,4 +46,31 @@ func Metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) 
 		}
 	}
 	return 0
+}
+
+// ScrapeOperator reads the operator's HTTPS metrics endpoint at addr with
+// token (none if empty), as a Prometheus ServiceMonitor with
+// insecureSkipVerify does: the operator's certificate is self-signed.
+func ScrapeOperator(t testing.TB, addr, token string) (int, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed, as in the shipped ServiceMonitor
+	}}
+	req, err := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	return resp.StatusCode, string(body)
 }
