@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 
 	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -67,4 +69,18 @@ func Token(ctx context.Context, cs kubernetes.Interface, namespace, name string)
 		return "", fmt.Errorf("token for %s/%s: %w", namespace, name, err)
 	}
 	return tr.Status.Token, nil
+}
+
+// Can asks the hub, with a SubjectAccessReview, whether user may verb
+// resources of group (cluster-wide).
+func Can(ctx context.Context, t testing.TB, cs kubernetes.Interface, user, verb, group, resource string) bool {
+	t.Helper()
+	sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+		User:               user,
+		ResourceAttributes: &authzv1.ResourceAttributes{Verb: verb, Group: group, Resource: resource},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sar.Status.Allowed
 }
