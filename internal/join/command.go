@@ -132,7 +132,7 @@ credential.`,
 	o.bind(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.memberContext, "member-context", "", "Kubeconfig context of the member cluster, with rights to create its RBAC (required).")
-	f.StringVar(&o.hubContext, "hub-context", "", "Kubeconfig context of the hub (required; not contacted with --dry-run).")
+	f.StringVar(&o.hubContext, "hub-context", "", "Kubeconfig context of the hub (required, except with --dry-run, which does not contact the hub).")
 	f.StringVar(&o.memberServer, "member-server", "", "Member API server URL the hub should dial (default: the member context's server).")
 	f.StringVar(&o.credential, "credential", BoundToken, "Credential for the hub: bound-token or service-account-token.")
 	f.DurationVar(&o.tokenTTL, "token-ttl", 8760*time.Hour, "Lifetime asked for a bound token (at least 10m); the member's API server may grant less.")
