@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
@@ -227,6 +228,9 @@ func (o *joinOptions) run(ctx context.Context, name string, out, errOut io.Write
 		return err
 	}
 	if err := verify(ctx, m, namespace, sa, cred.Token); err != nil {
+		if cred.Kind == ServiceAccountToken && apierrors.IsUnauthorized(err) {
+			return fmt.Errorf("%w (%s may hold the token of an earlier ServiceAccount of that name: --rotate replaces it)", err, cred.Source)
+		}
 		return err
 	}
 	kubeconfig, err := access.kubeconfig(name, sa, cred.Token)
