@@ -426,8 +426,18 @@ func writeLayout(dir string, idx v1.ImageIndex, ref name.Tag) error {
 			"io.containerd.image.name":          ref.String(),
 		},
 	}})
-	_, err := layout.Write(dir, top)
-	return err
+	if _, err := layout.Write(dir, top); err != nil {
+		return err
+	}
+	// go-containerregistry writes some blobs 0600 and the rest 0777 less
+	// the umask: make the layout readable by all and executable by none,
+	// whoever serves or copies it.
+	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		return os.Chmod(p, 0o644)
+	})
 }
 
 // OpenLayout reads the image index of a layout written by Build.

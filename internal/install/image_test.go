@@ -18,6 +18,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
 // testBuildOptions are the inputs of the test's release build. Building
@@ -135,6 +136,18 @@ func TestImages(t *testing.T) {
 			if err := json.Unmarshal(top, &topIndex); err != nil {
 				t.Fatal(err)
 			}
+			err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				if fi, err := d.Info(); err != nil || fi.Mode().Perm() != 0o644 {
+					t.Errorf("%s: mode %v, %v", p, fi.Mode(), err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
 			if len(topIndex.Manifests) != 1 || topIndex.Manifests[0].Digest.String() != built.Digest ||
 				topIndex.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != built.Tag {
 				t.Errorf("index.json of the layout: %s", top)
@@ -146,6 +159,10 @@ func TestImages(t *testing.T) {
 			}
 			if d, _ := idx.Digest(); d.String() != built.Digest {
 				t.Errorf("index digest %s, images.json says %s", d, built.Digest)
+			}
+			// Digests, sizes and diff IDs all agree with the blobs.
+			if err := validate.Index(idx); err != nil {
+				t.Errorf("layout does not validate: %v", err)
 			}
 			if mt, _ := idx.MediaType(); mt != types.OCIImageIndex {
 				t.Errorf("index media type %s", mt)
