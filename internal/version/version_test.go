@@ -49,7 +49,7 @@ func TestBinaryVersionFlag(t *testing.T) {
 	} {
 		t.Run(b.name, func(t *testing.T) {
 			bin := filepath.Join(dir, b.name)
-			build := exec.Command("go", "build", "-o", bin,
+			build := exec.Command("go", "build", "-o", bin, "-buildvcs=false",
 				"-ldflags", "-X "+Package+".Version=v9.8.7-test -X "+Package+".Commit=0123abc", b.pkg)
 			if out, err := build.CombinedOutput(); err != nil {
 				t.Fatalf("go build: %v\n%s", err, out)
