@@ -9,6 +9,22 @@ LOCALBIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
 
+# Release: what the binaries are stamped with and what the images are called.
+ifeq ($(origin VERSION), undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+endif
+ifeq ($(origin COMMIT), undefined)
+COMMIT := $(shell git rev-parse HEAD 2>/dev/null)
+endif
+REGISTRY ?= ghcr.io/nodemirror
+IMG ?= $(REGISTRY)/nodemirror-operator:$(VERSION)
+SIDECAR_IMG ?= $(REGISTRY)/nodemirror-sidecar:$(VERSION)
+DIST ?= dist
+KUBECTL ?= kubectl
+VERSION_PKG := github.com/nodemirror/nodemirror/internal/version
+LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(shell c='$(COMMIT)'; echo "$${c:0:7}")
+RELEASE := go run ./hack/release
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
@@ -38,9 +54,32 @@ verify-generated: generate manifests ## Fail when generated files are not commit
 ##@ Build
 
 .PHONY: build
-build: ## Build the binaries into bin/.
-	go build -o $(LOCALBIN)/nodemirror-operator ./cmd/operator
-	go build -o $(LOCALBIN)/nodemirror-sidecar ./cmd/sidecar
+build: ## Build the binaries into bin/, stamped with VERSION and COMMIT (--version).
+	go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/nodemirror-operator ./cmd/operator
+	go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/nodemirror-sidecar ./cmd/sidecar
+
+##@ Release
+
+.PHONY: images
+images: ## Build the OCI images IMG and SIDECAR_IMG (linux/amd64, linux/arm64) without Docker into dist/images/, listed in dist/images.json.
+	$(RELEASE) images --version $(VERSION) --commit "$(COMMIT)" --image operator=$(IMG) --image sidecar=$(SIDECAR_IMG) --out $(DIST)
+
+.PHONY: build-installer
+build-installer: ## Render config/default into dist/install.yaml: images by digest from dist/images.json if there is one, else IMG and SIDECAR_IMG by tag.
+	$(RELEASE) installer --kustomize config/default --out $(DIST)/install.yaml \
+		$(if $(wildcard $(DIST)/images.json),--images $(DIST)/images.json,--version $(VERSION) --image operator=$(IMG) --image sidecar=$(SIDECAR_IMG))
+
+.PHONY: release
+release: images ## Build the images and dist/install.yaml with both images pinned by digest (make release VERSION=v0.1.0).
+	$(RELEASE) installer --kustomize config/default --out $(DIST)/install.yaml --images $(DIST)/images.json
+
+.PHONY: deploy
+deploy: ## Apply dist/install.yaml to the cluster of the current kubeconfig (KUBECTL=kubectl).
+	$(KUBECTL) apply --server-side -f $(DIST)/install.yaml
+
+.PHONY: undeploy
+undeploy: ## Delete what dist/install.yaml installed.
+	$(KUBECTL) delete --ignore-not-found -f $(DIST)/install.yaml
 
 ##@ Run
 

@@ -6,6 +6,7 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/nodemirror/nodemirror/controllers/managedcluster"
 	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/session"
+	"github.com/nodemirror/nodemirror/internal/version"
 )
 
 func main() {
@@ -77,11 +79,17 @@ func main() {
 	flag.IntVar(&probeFailures, "member-probe-failure-threshold", 3, "Failed probes in a row before a connected member is reported lost.")
 	flag.IntVar(&workers, "snapshot-workers", 2, "Concurrent NodeSnapshot writers per member cluster.")
 	flag.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 4, "ManagedClusters reconciled at once.")
+	printVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *printVersion {
+		fmt.Println(version.String("nodemirror-operator"))
+		os.Exit(0)
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	log.Info("Build", "version", version.String("nodemirror-operator"))
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))

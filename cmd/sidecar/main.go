@@ -5,6 +5,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/nodemirror/nodemirror/internal/sidecar"
+	"github.com/nodemirror/nodemirror/internal/version"
 )
 
 func main() {
@@ -56,11 +58,17 @@ func main() {
 	flag.IntVar(&opts.AccessReviewBurst, "access-review-burst", 50, "Burst of --access-review-qps.")
 	flag.Float64Var(&hubQPS, "hub-qps", 20, "Queries per second to the hub for the watches (reviews have their own budgets).")
 	flag.IntVar(&hubBurst, "hub-burst", 50, "Burst of --hub-qps.")
+	printVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *printVersion {
+		fmt.Println(version.String("nodemirror-sidecar"))
+		os.Exit(0)
+	}
 	log := zap.New(zap.UseFlagOptions(&zapOpts))
 	ctrl.SetLogger(log)
+	log.Info("Build", "version", version.String("nodemirror-sidecar"))
 
 	if origins != "" {
 		for _, o := range strings.Split(origins, ",") {
