@@ -41,6 +41,7 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC under config/.
 	$(CONTROLLER_GEN) crd rbac:roleName=nodemirror-operator paths=./api/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	rm -f charts/nodemirror/crds/*.yaml && cp config/crd/bases/*.yaml charts/nodemirror/crds/
 
 .PHONY: lint
 lint: ## go vet, and gofmt must have nothing to say.
@@ -49,7 +50,7 @@ lint: ## go vet, and gofmt must have nothing to say.
 
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail when generated files are not committed.
-	@git diff --exit-code -- api config || { echo "generated files are stale: run make generate manifests"; exit 1; }
+	@git diff --exit-code -- api config charts || { echo "generated files are stale: run make generate manifests"; exit 1; }
 
 ##@ Build
 
@@ -57,6 +58,7 @@ verify-generated: generate manifests ## Fail when generated files are not commit
 build: ## Build the binaries into bin/, stamped with VERSION and COMMIT (--version).
 	go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/nodemirror-operator ./cmd/operator
 	go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/nodemirror-sidecar ./cmd/sidecar
+	go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/kubectl-nodemirror ./cmd/nodemirror
 
 ##@ Release
 
@@ -110,8 +112,12 @@ chromium: ## Make sure Debian's Chromium is there for the browser test (installs
 			echo "the browser test needs Chromium: apt-get install chromium (or set CHROMIUM=/path/to/chrome)"; exit 1; \
 		fi; }
 
+.PHONY: helm
+helm: ## Build the Helm CLI pinned in hack/helm from module sources (cached per version) into bin/helm.
+	./hack/helm.sh >/dev/null
+
 .PHONY: test
-test: testbin chromium lint ## Unit, envtest integration, e2e, demo and browser tests against real API servers.
+test: testbin helm chromium lint ## Unit, envtest integration, e2e, demo and browser tests against real API servers.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/testbin go test $(GO_TEST_FLAGS) ./...
 
 $(CONTROLLER_GEN):

@@ -18,6 +18,10 @@ const (
 	ConditionConnected = "Connected"
 	// ConditionSynced is True once the initial node list has been mirrored.
 	ConditionSynced = "Synced"
+	// ConditionCredentialExpiring is True when the kubeconfig's credential
+	// expires within the operator's --credential-expiry-warning, or has
+	// expired: rotate it (nodemirror join again). kstatus does not read it.
+	ConditionCredentialExpiring = "CredentialExpiring"
 )
 
 // Reasons of a ManagedCluster's conditions. Connected carries the reason
@@ -36,6 +40,19 @@ const (
 	ReasonSyncing = "Syncing"
 	// ReasonSynced: the initial node list has been mirrored.
 	ReasonSynced = "Synced"
+
+	// ReasonCredentialExpiresSoon: CredentialExpiring is True, the
+	// credential still works.
+	ReasonCredentialExpiresSoon = "CredentialExpiresSoon"
+	// ReasonCredentialExpired: CredentialExpiring is True, the credential
+	// no longer works.
+	ReasonCredentialExpired = "CredentialExpired"
+	// ReasonCredentialValid: CredentialExpiring is False, the credential
+	// expires after the warning window.
+	ReasonCredentialValid = "CredentialValid"
+	// ReasonCredentialNoExpiry: CredentialExpiring is False, the
+	// credential has no expiry the operator can read.
+	ReasonCredentialNoExpiry = "CredentialNoExpiry"
 
 	// ReasonConnecting: the first probe of the member has not answered yet.
 	ReasonConnecting = "Connecting"

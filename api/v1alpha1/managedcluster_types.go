@@ -151,6 +151,26 @@ type ManagedClusterStatus struct {
 	// Allocatable sums the allocatable resources of the mirrored nodes (cpu, memory, pods).
 	// +optional
 	Allocatable corev1.ResourceList `json:"allocatable,omitempty"`
+
+	// Credential is what the operator can tell of the kubeconfig's
+	// credential: its type and when it stops working. The
+	// CredentialExpiring condition and a Warning Event say so ahead of
+	// time (the operator's --credential-expiry-warning).
+	// +optional
+	Credential *MemberCredential `json:"credential,omitempty"`
+}
+
+// MemberCredential describes the credential of a member kubeconfig.
+type MemberCredential struct {
+	// Type is Token or ClientCertificate; None for anything else (an exec
+	// plugin's credential is not known before it runs).
+	// +kubebuilder:validation:Enum=Token;ClientCertificate;None
+	Type string `json:"type"`
+	// ExpiresAt is a token's exp claim or a client certificate's notAfter;
+	// unset when the credential does not expire (a legacy ServiceAccount
+	// token) or its expiry cannot be read.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 }
 
 // NodeSummary counts the mirrored nodes of a cluster.
@@ -178,6 +198,7 @@ type NodeSummary struct {
 // +kubebuilder:printcolumn:name="Ready-Nodes",type=integer,JSONPath=`.status.nodes.ready`
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.kubernetesVersion`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Credential-Expires",type=date,priority=1,JSONPath=`.status.credential.expiresAt`
 // +kubebuilder:printcolumn:name="Message",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
 type ManagedCluster struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -47,6 +47,7 @@ func main() {
 		maxNodes                    int
 		clusterWriteQPS             float64
 		clusterWriteBurst           int
+		credentialWarning           time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, to callers whose token the hub authenticates and whose identity may get /metrics "+
@@ -79,6 +80,7 @@ func main() {
 	flag.IntVar(&probeFailures, "member-probe-failure-threshold", 3, "Failed probes in a row before a connected member is reported lost.")
 	flag.IntVar(&workers, "snapshot-workers", 2, "Concurrent NodeSnapshot writers per member cluster.")
 	flag.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 4, "ManagedClusters reconciled at once.")
+	flag.DurationVar(&credentialWarning, "credential-expiry-warning", 14*24*time.Hour, "How long ahead of a member credential's expiry (a token's exp, a client certificate's notAfter) a ManagedCluster says so: condition CredentialExpiring and a Warning Event.")
 	printVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -135,6 +137,7 @@ func main() {
 		Workers:            workers,
 		MaxConcurrent:      maxConcurrentReconciles,
 		MaxNodesPerCluster: maxNodes,
+		CredentialWarning:  credentialWarning,
 		WriteBudget:        session.NewWriteBudget(clusterWriteQPS, clusterWriteBurst),
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {

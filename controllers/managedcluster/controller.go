@@ -87,6 +87,9 @@ type Reconciler struct {
 	NotifyInterval time.Duration
 	// MaxConcurrent ManagedClusters are reconciled at once.
 	MaxConcurrent int
+	// CredentialWarning is how long ahead of a member credential's expiry
+	// the cluster says so (condition CredentialExpiring, a Warning Event).
+	CredentialWarning time.Duration
 
 	sessions sessions
 	base     context.Context
@@ -172,8 +175,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 
 	before := mc.DeepCopy()
 	var obs observation
+	now := time.Now()
 	defer func() {
-		setStatus(mc, obs)
+		setStatus(mc, obs, now, r.CredentialWarning)
 		recordConditions(mc)
 		if err := r.patchStatus(ctx, before, mc); err != nil {
 			reterr = kerrors.NewAggregate([]error{reterr, err})
@@ -181,7 +185,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	}()
 	var err error
 	obs, err = r.reconcileNormal(ctx, mc)
-	return ctrl.Result{}, err
+	if err != nil || obs.session == nil {
+		return ctrl.Result{}, err
+	}
+	// The credential's expiry moves the condition with no event to wake
+	// the controller: come back when it does.
+	return ctrl.Result{RequeueAfter: credentialRecheck(&obs.credential, now, r.CredentialWarning)}, nil
 }
 
 func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedCluster) (observation, error) {
@@ -200,13 +209,14 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 	if ok && version.secretRevision != "" && current.version == version {
 		// Nothing changed since the session started: no Secret read.
 		st := current.session.Status()
-		return observation{session: &st}, nil
+		return observation{session: &st, credential: current.credential}, nil
 	}
 	in, err := r.memberInput(ctx, mc)
 	if refusal := (*member.Refusal)(nil); errors.As(err, &refusal) {
 		// Terminal until the Secret or the spec changes, and both are
 		// watched: no requeue, no hot loop.
 		r.sessions.stop(key)
+		recordCredential(key, fleetv1.MemberCredential{})
 		return observation{refusal: refusal}, nil
 	} else if err != nil {
 		return observation{}, err
@@ -239,10 +249,11 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 		}
 		current = running{session: s, hash: in.hash}
 	}
-	current.version = version
+	current.version, current.credential = version, in.credential
 	r.sessions.put(key, current)
+	recordCredential(key, in.credential)
 	st := current.session.Status()
-	return observation{session: &st}, nil
+	return observation{session: &st, credential: in.credential}, nil
 }
 
 // inputVersion reads the Secret's resourceVersion from the metadata cache.

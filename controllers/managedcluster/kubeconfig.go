@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -21,6 +22,8 @@ import (
 type memberInput struct {
 	config   *rest.Config
 	selector string
+	// credential is what the kubeconfig's credential says of itself.
+	credential fleetv1.MemberCredential
 	// hash changes whenever the session has to restart: new credentials,
 	// selector, mirror filter, resync period, or a recreated ManagedCluster.
 	hash string
@@ -70,5 +73,22 @@ func (r *Reconciler) memberInput(ctx context.Context, mc *fleetv1.ManagedCluster
 	h := sha256.New()
 	h.Write(spec)
 	h.Write(kubeconfig)
-	return &memberInput{config: cfg, selector: selector.String(), hash: hex.EncodeToString(h.Sum(nil))}, nil
+	return &memberInput{config: cfg, selector: selector.String(), credential: credentialOf(cfg), hash: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// credentialOf reads the credential's type and expiry. An expiry that
+// cannot be read is left out: the member's answer is what counts.
+func credentialOf(cfg *rest.Config) fleetv1.MemberCredential {
+	expiry, kind, err := member.CredentialExpiry(cfg)
+	c := fleetv1.MemberCredential{Type: "None"}
+	switch kind {
+	case member.CredentialToken:
+		c.Type = "Token"
+	case member.CredentialClientCertificate:
+		c.Type = "ClientCertificate"
+	}
+	if err == nil && !expiry.IsZero() {
+		c.ExpiresAt = &metav1.Time{Time: expiry.Truncate(time.Second)}
+	}
+	return c
 }

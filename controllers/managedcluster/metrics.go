@@ -16,6 +16,10 @@ var (
 		Name: "nodemirror_cluster_condition",
 		Help: "A ManagedCluster's condition: 1 for the status it has, 0 for the other two (as kube-state-metrics reports conditions).",
 	}, []string{"namespace", "name", "type", "status"})
+	credentialExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nodemirror_member_credential_expiry_timestamp_seconds",
+		Help: "When the member kubeconfig's credential expires (a token's exp, a client certificate's notAfter), as a Unix time; absent when it has no expiry the operator can read.",
+	}, []string{"namespace", "name"})
 	sessionRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nodemirror_session_restarts_total",
 		Help: "Sessions stopped and started again because the ManagedCluster's spec or its kubeconfig Secret changed.",
@@ -23,7 +27,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(clusterCondition, sessionRestarts)
+	metrics.Registry.MustRegister(clusterCondition, credentialExpiry, sessionRestarts)
 }
 
 var conditionStatuses = []metav1.ConditionStatus{metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionUnknown}
@@ -57,5 +61,15 @@ func recordConditions(mc *fleetv1.ManagedCluster) {
 func forgetClusterMetrics(key types.NamespacedName) {
 	l := prometheus.Labels{"namespace": key.Namespace, "name": key.Name}
 	clusterCondition.DeletePartialMatch(l)
+	credentialExpiry.Delete(l)
 	sessionRestarts.Delete(l)
+}
+
+// recordCredential sets or deletes the credential expiry gauge.
+func recordCredential(key types.NamespacedName, c fleetv1.MemberCredential) {
+	if c.ExpiresAt == nil {
+		credentialExpiry.DeleteLabelValues(key.Namespace, key.Name)
+		return
+	}
+	credentialExpiry.WithLabelValues(key.Namespace, key.Name).Set(float64(c.ExpiresAt.Unix()))
 }

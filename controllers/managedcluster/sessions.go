@@ -5,6 +5,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/internal/session"
 )
 
@@ -14,6 +15,8 @@ type running struct {
 	// hash covers everything the session was started from; a different
 	// hash means a restart.
 	hash string
+	// credential is the kubeconfig's credential the session runs with.
+	credential fleetv1.MemberCredential
 	// version says cheaply, from cached metadata only, that nothing the
 	// hash covers can have changed since it was computed.
 	version inputVersion

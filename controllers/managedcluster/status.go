@@ -3,6 +3,7 @@ package managedcluster
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -20,6 +21,8 @@ type observation struct {
 	paused  bool
 	refusal *member.Refusal
 	session *session.Status
+	// credential comes with session: the kubeconfig's credential.
+	credential fleetv1.MemberCredential
 }
 
 // stalledReasons need a change by a human: retrying alone cannot fix them.
@@ -37,7 +40,7 @@ const maxMessage = 1024
 
 // setStatus sets observedGeneration, every owned condition and the node
 // summary from one observation.
-func setStatus(mc *fleetv1.ManagedCluster, obs observation) {
+func setStatus(mc *fleetv1.ManagedCluster, obs observation, now time.Time, warning time.Duration) {
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
 		if len(msg) > maxMessage {
 			msg = strings.ToValidUTF8(msg[:maxMessage-len("…")], "") + "…"
@@ -63,6 +66,9 @@ func setStatus(mc *fleetv1.ManagedCluster, obs observation) {
 		set(fleetv1.ConditionReady, metav1.ConditionFalse, reason, msg)
 		set(fleetv1.ConditionReconciling, metav1.ConditionFalse, reason, msg)
 		set(fleetv1.ConditionStalled, metav1.ConditionTrue, reason, msg)
+		// Whatever credential there was is not the one in use now.
+		mc.Status.Credential = nil
+		meta.RemoveStatusCondition(&mc.Status.Conditions, fleetv1.ConditionCredentialExpiring)
 
 	case obs.session != nil:
 		st := obs.session
@@ -99,6 +105,7 @@ func setStatus(mc *fleetv1.ManagedCluster, obs observation) {
 			set(fleetv1.ConditionReconciling, metav1.ConditionTrue, readyReason, readyMsg)
 			set(fleetv1.ConditionStalled, metav1.ConditionFalse, readyReason, "retrying with backoff")
 		}
+		setCredential(mc, obs.credential, now, warning, set)
 		if st.KubernetesVersion != "" {
 			mc.Status.KubernetesVersion = st.KubernetesVersion
 		}
@@ -116,6 +123,40 @@ func setStatus(mc *fleetv1.ManagedCluster, obs observation) {
 	mc.Status.ObservedGeneration = mc.Generation
 }
 
+// setCredential reports the credential and whether it expires within the
+// warning window.
+func setCredential(mc *fleetv1.ManagedCluster, c fleetv1.MemberCredential, now time.Time, warning time.Duration, set func(string, metav1.ConditionStatus, string, string)) {
+	mc.Status.Credential = &c
+	switch {
+	case c.ExpiresAt == nil:
+		set(fleetv1.ConditionCredentialExpiring, metav1.ConditionFalse, fleetv1.ReasonCredentialNoExpiry, "the credential has no expiry the operator can read")
+	case !now.Before(c.ExpiresAt.Time):
+		set(fleetv1.ConditionCredentialExpiring, metav1.ConditionTrue, fleetv1.ReasonCredentialExpired,
+			fmt.Sprintf("the credential expired at %s: rotate it (nodemirror join again)", c.ExpiresAt.UTC().Format(time.RFC3339)))
+	case now.Add(warning).After(c.ExpiresAt.Time):
+		set(fleetv1.ConditionCredentialExpiring, metav1.ConditionTrue, fleetv1.ReasonCredentialExpiresSoon,
+			fmt.Sprintf("the credential expires at %s, in %s: rotate it (nodemirror join again)", c.ExpiresAt.UTC().Format(time.RFC3339), c.ExpiresAt.Sub(now).Round(time.Minute)))
+	default:
+		set(fleetv1.ConditionCredentialExpiring, metav1.ConditionFalse, fleetv1.ReasonCredentialValid,
+			fmt.Sprintf("the credential expires at %s", c.ExpiresAt.UTC().Format(time.RFC3339)))
+	}
+}
+
+// credentialRecheck is how long until the CredentialExpiring condition
+// changes by the clock alone: the warning window opens or the credential
+// expires. 0 when nothing is ahead.
+func credentialRecheck(c *fleetv1.MemberCredential, now time.Time, warning time.Duration) time.Duration {
+	if c == nil || c.ExpiresAt == nil {
+		return 0
+	}
+	for _, at := range []time.Time{c.ExpiresAt.Add(-warning), c.ExpiresAt.Time} {
+		if d := at.Sub(now); d > 0 {
+			return d + time.Second
+		}
+	}
+	return 0
+}
+
 func nonEmpty(l corev1.ResourceList) corev1.ResourceList {
 	if len(l) == 0 {
 		return nil
@@ -124,7 +165,7 @@ func nonEmpty(l corev1.ResourceList) corev1.ResourceList {
 }
 
 // eventedConditions are announced with an Event when their reason changes.
-var eventedConditions = []string{fleetv1.ConditionConnected, fleetv1.ConditionSynced, fleetv1.ConditionStalled}
+var eventedConditions = []string{fleetv1.ConditionConnected, fleetv1.ConditionSynced, fleetv1.ConditionStalled, fleetv1.ConditionCredentialExpiring}
 
 // recordEvents emits one Event for every evented condition whose status or
 // reason changed between before and after.
@@ -140,11 +181,11 @@ func (r *Reconciler) recordEvents(before, after *fleetv1.ManagedCluster) {
 		if was := meta.FindStatusCondition(before.Status.Conditions, t); was != nil && was.Status == now.Status && was.Reason == now.Reason {
 			continue
 		}
-		if t == fleetv1.ConditionStalled && now.Status != metav1.ConditionTrue {
+		if (t == fleetv1.ConditionStalled || t == fleetv1.ConditionCredentialExpiring) && now.Status != metav1.ConditionTrue {
 			continue
 		}
 		kind := corev1.EventTypeNormal
-		if (t == fleetv1.ConditionStalled) || (t == fleetv1.ConditionConnected && now.Status != metav1.ConditionTrue) {
+		if (t == fleetv1.ConditionStalled) || t == fleetv1.ConditionCredentialExpiring || (t == fleetv1.ConditionConnected && now.Status != metav1.ConditionTrue) {
 			kind = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(after, nil, kind, now.Reason, t, "%s=%s: %s", t, now.Status, now.Message)

@@ -18,6 +18,7 @@ import (
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	memberrbac "github.com/nodemirror/nodemirror/config/member"
 	"github.com/nodemirror/nodemirror/internal/member"
+	"github.com/nodemirror/nodemirror/internal/version"
 )
 
 // NewCommand returns the nodemirror command. As a kubectl plugin (a binary
@@ -34,7 +35,9 @@ token and the member's CA, and registers it on the hub as a labelled Secret and 
 ManagedCluster. unjoin removes them.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.String("nodemirror"),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	if strings.HasPrefix(binary, "kubectl-") {
 		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl nodemirror"}
 	}

@@ -61,8 +61,9 @@ func StartOperator(ctx context.Context, hub *rest.Config, tune ...func(*managedc
 		Workers:        2,
 		NotifyInterval: 50 * time.Millisecond,
 		MaxConcurrent:  4,
-		// As the operator binary's default.
+		// As the operator binary's defaults.
 		MaxNodesPerCluster: 5000,
+		CredentialWarning:  14 * 24 * time.Hour,
 	}
 	for _, t := range tune {
 		t(r)

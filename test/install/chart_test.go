@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	"github.com/nodemirror/nodemirror/internal/install"
 	"github.com/nodemirror/nodemirror/test/framework"
 )
 
@@ -62,9 +63,28 @@ func kustomize(t *testing.T, dir string) []byte {
 	return out.Bytes()
 }
 
-// renderRelease renders config/default as the release manifest.
+// renderRelease renders config/default as make build-installer does, both
+// images pinned by a digest.
 func renderRelease(t *testing.T) []byte {
-	return kustomize(t, filepath.Join(framework.RepoRoot(), "config", "default"))
+	t.Helper()
+	digest := "@sha256:" + strings.Repeat("0", 64)
+	out, err := install.Render(filepath.Join(framework.RepoRoot(), "config", "default"), map[string]string{
+		"ghcr.io/nodemirror/nodemirror-operator": "ghcr.io/nodemirror/nodemirror-operator" + digest,
+		"ghcr.io/nodemirror/nodemirror-sidecar":  "ghcr.io/nodemirror/nodemirror-sidecar" + digest,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	images, err := install.ContainerImages(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range images {
+		if !strings.HasSuffix(img, digest) {
+			t.Errorf("the release manifest runs %s, not pinned by digest", img)
+		}
+	}
+	return out
 }
 
 func TestChartLints(t *testing.T) {
