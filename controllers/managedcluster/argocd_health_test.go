@@ -37,8 +37,8 @@ var managedClusterGK = fleetv1.GroupVersion.WithKind("ManagedCluster").GroupKind
 // argocdHealthCase is one object read from the hub and the health the
 // Argo CD health check must give it.
 type argocdHealthCase struct {
-	file string // under testdata/
-	obj  *unstructured.Unstructured
+	file   string // under testdata/
+	obj    *unstructured.Unstructured
 	health argocdlua.HealthStatus
 }
 
