@@ -53,7 +53,8 @@ type ManagedClusterSpec struct {
 	// as they were; status says so. A paused cluster is in the state it was
 	// asked for: Ready is True with reason Paused (Connected Unknown and
 	// Synced False, reason Paused), so kstatus computes Current and
-	// `kubectl wait`, Flux and Argo CD do not wait for it forever.
+	// `kubectl wait` and Flux do not wait for it forever; Argo CD's health
+	// check (argocd/, see docs/argocd.md) says Suspended.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
 }
@@ -111,9 +112,11 @@ type KeyFilter struct {
 }
 
 // ManagedClusterStatus is what the operator last observed of a member cluster.
-// It holds no field that changes on a timer.
+// It holds no field that changes on a timer, but CredentialExpiring, which
+// changes at most twice in a credential's life (the warning window opens,
+// the credential expires).
 //
-// Health as kstatus (and so Flux and Argo CD) computes it: InProgress
+// Health as kstatus (and so Flux) computes it: InProgress
 // from the first read after create until the operator has observed the
 // generation (the schema defaults status.observedGeneration to 0, which
 // never equals metadata.generation), then InProgress while Reconciling is
