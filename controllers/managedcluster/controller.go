@@ -36,11 +36,28 @@ import (
 // cache keeps metadata of every NodeSnapshot and of the Secrets marked as
 // member kubeconfigs only, and no managedFields (several kilobytes for a
 // snapshot). Secret annotations are dropped too: last-applied-configuration
-// would carry the Secret's data.
+// would carry the Secret's data. Of a snapshot only its cluster label is
+// kept, which is all its delete handler reads: its other labels are the
+// node's, and would cost every mirrored node their size again.
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
+			&fleetv1.NodeSnapshot{}: {
+				Transform: func(obj any) (any, error) {
+					if m, ok := obj.(metav1.Object); ok {
+						cluster, ok := m.GetLabels()[fleetv1.ClusterLabel]
+						m.SetLabels(nil)
+						if ok {
+							m.SetLabels(map[string]string{fleetv1.ClusterLabel: cluster})
+						}
+						m.SetAnnotations(nil)
+						m.SetOwnerReferences(nil)
+						m.SetManagedFields(nil)
+					}
+					return obj, nil
+				},
+			},
 			&corev1.Secret{}: {
 				Label: labels.SelectorFromSet(labels.Set{fleetv1.KubeconfigSecretLabel: "true"}),
 				Transform: func(obj any) (any, error) {

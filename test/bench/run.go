@@ -404,8 +404,8 @@ func snapshotFor(ns, cluster string, n *corev1.Node) *fleetv1.NodeSnapshot {
 	return &fleetv1.NodeSnapshot{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: ns, Name: projection.SnapshotName(cluster, n.Name),
-			Labels:      map[string]string{fleetv1.ClusterLabel: cluster},
-			Annotations: map[string]string{fleetv1.DigestAnnotation: projection.Digest(&st)},
+			Labels:      projection.SnapshotLabels(cluster, st.Labels),
+			Annotations: map[string]string{fleetv1.DigestAnnotation: projection.Digest(&st), fleetv1.NodeNameAnnotation: n.Name},
 		},
 		Spec:   fleetv1.NodeSnapshotSpec{ClusterName: cluster, NodeName: n.Name},
 		Status: st,
