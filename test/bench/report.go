@@ -121,6 +121,10 @@ func summary(r *results, file string) string {
 		}
 		fmt.Fprintf(&b, "| fan-out to %d clients at %d changes/s (achieved %.0f) | p50 %.1f ms, p99 %.1f ms (%d/%d delivered; sidecar CPU %.2f cores, %.1f µs per delivery) | hub watches open: %d + %d | %s |\n", f.Clients, f.Rate, f.Achieved, f.Delivery.P50, f.Delivery.P99, f.Deliveries, f.Expected, f.SidecarCores, f.CPUPerDelivery, r.FanoutWatch["nodesnapshots"], r.FanoutWatch["managedclusters"], target)
 	}
+	if o := r.Operations; o != nil {
+		fmt.Fprintf(&b, "| cordon %d nodes of %d clusters, one NodeOperation → last row at a websocket client | %.1f s (Succeeded in status at %.1f s; %d succeeded, %d failed) | the same cordons patched on the members from one client, 10 at a time: %.1f s (×%.2f) | — |\n",
+			o.Nodes, o.Clusters, o.OperationSeconds, o.SucceededSeconds, o.Succeeded, o.Failed, o.DirectSeconds, o.OperationSeconds/o.DirectSeconds)
+	}
 	for i, rd := range r.Reads {
 		target := "—"
 		if i == 0 {

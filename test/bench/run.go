@@ -40,6 +40,7 @@ type results struct {
 	Fanout      []fanoutRun    `json:"fanout"`
 	FanoutWatch map[string]int `json:"fanoutHubWatches"`
 	Reads       []readRun      `json:"reads"`
+	Operations  *operationsRun `json:"operations,omitempty"`
 	Notes       []string       `json:"notes,omitempty"`
 	// Scenarios are the steps that ran, when not all did.
 	Scenarios []string `json:"scenarios,omitempty"`
