@@ -139,7 +139,7 @@ func (a *actor) drain(ctx context.Context, node string, started time.Time) outco
 	} else if res := a.cordon(ctx, node, true); res.phase != fleetv1.OperationSucceeded {
 		return res
 	}
-	evicted := 0
+	evicted, earlier := 0, -1
 	backoff := 250 * time.Millisecond
 	for {
 		pods, err := a.nodePods(ctx, node)
@@ -147,6 +147,10 @@ func (a *actor) drain(ctx context.Context, node string, started time.Time) outco
 			return memberFailure(err, "listing the pods of node "+node, node)
 		}
 		plan := planDrain(pods, opts)
+		if earlier < 0 {
+			// Evicted before a restart, or by someone else.
+			earlier = plan.leaving
+		}
 		if len(plan.blocked) > 0 {
 			return failed(ReasonDrainBlocked, "%s", plan.blockedMessage())
 		}
@@ -158,7 +162,7 @@ func (a *actor) drain(ctx context.Context, node string, started time.Time) outco
 			return dryRun("would cordon and evict %d pods (%s), leave %d DaemonSet pods", len(names), listOf(names), plan.daemonSet)
 		}
 		if len(plan.evict) == 0 {
-			return succeeded(ReasonDrained, "drained: %d pods evicted, %d terminating, %d DaemonSet pods left", evicted, plan.leaving, plan.daemonSet)
+			return succeeded(ReasonDrained, "drained: %d pods evicted, %d already terminating, %d DaemonSet pods left", evicted, earlier, plan.daemonSet)
 		}
 		var held []corev1.Pod
 		for _, pod := range plan.evict {
