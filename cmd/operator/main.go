@@ -1,6 +1,6 @@
 // Command operator runs the nodemirror operator on the hub cluster: it
 // reconciles ManagedClusters into per-cluster node informers and mirrors
-// their nodes into NodeSnapshots.
+// their nodes into NodeSnapshots, and runs NodeOperations on member nodes.
 package main
 
 import (
@@ -23,6 +23,7 @@ import (
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/controllers/managedcluster"
+	"github.com/nodemirror/nodemirror/controllers/nodeoperation"
 	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/session"
 	"github.com/nodemirror/nodemirror/internal/version"
@@ -142,6 +143,17 @@ func main() {
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Cannot set up controller")
+		os.Exit(1)
+	}
+	// NodeOperations act through the sessions' member access.
+	ops := &nodeoperation.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("nodemirror-operator"),
+		Members:   r,
+	}
+	if err := ops.SetupWithManager(ctx, mgr); err != nil {
+		log.Error(err, "Cannot set up NodeOperation controller")
 		os.Exit(1)
 	}
 	if allowExecAndFiles {

@@ -264,7 +264,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 		if err != nil {
 			return observation{}, err
 		}
-		current = running{session: s, hash: in.hash}
+		current = running{session: s, hash: in.hash, config: in.config}
 	}
 	current.version, current.credential = version, in.credential
 	r.sessions.put(key, current)

@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/internal/session"
@@ -15,6 +16,9 @@ type running struct {
 	// hash covers everything the session was started from; a different
 	// hash means a restart.
 	hash string
+	// config is the member rest.Config the session runs with, built by
+	// the Policy (dial guard, bounded transport); Member hands out copies.
+	config *rest.Config
 	// credential is the kubeconfig's credential the session runs with.
 	credential fleetv1.MemberCredential
 	// version says cheaply, from cached metadata only, that nothing the

@@ -18,6 +18,7 @@ import (
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/controllers/managedcluster"
+	"github.com/nodemirror/nodemirror/controllers/nodeoperation"
 	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/session"
 )
@@ -70,6 +71,19 @@ func StartOperator(ctx context.Context, hub *rest.Config, tune ...func(*managedc
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		cancel()
+		return nil, err
+	}
+	ops := &nodeoperation.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("nodemirror-operator"),
+		Members:   r,
+		// Retry refused evictions often: tests lift budgets and wait.
+		EvictionBackoff: 500 * time.Millisecond,
+		ClusterWait:     20 * time.Second,
+	}
+	if err := ops.SetupWithManager(ctx, mgr); err != nil {
 		cancel()
 		return nil, err
 	}
