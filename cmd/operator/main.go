@@ -49,6 +49,8 @@ func main() {
 		clusterWriteQPS             float64
 		clusterWriteBurst           int
 		credentialWarning           time.Duration
+		operationQPS                float64
+		operationBurst              int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, to callers whose token the hub authenticates and whose identity may get /metrics "+
@@ -81,6 +83,8 @@ func main() {
 	flag.IntVar(&probeFailures, "member-probe-failure-threshold", 3, "Failed probes in a row before a connected member is reported lost.")
 	flag.IntVar(&workers, "snapshot-workers", 2, "Concurrent NodeSnapshot writers per member cluster.")
 	flag.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 4, "ManagedClusters reconciled at once.")
+	flag.Float64Var(&operationQPS, "member-operation-qps", 20, "Queries per second one NodeOperation may make to one member (node patches, pod lists, evictions).")
+	flag.IntVar(&operationBurst, "member-operation-burst", 40, "Burst of --member-operation-qps.")
 	flag.DurationVar(&credentialWarning, "credential-expiry-warning", 14*24*time.Hour, "How long ahead of a member credential's expiry (a token's exp, a client certificate's notAfter) a ManagedCluster says so: condition CredentialExpiring and a Warning Event.")
 	printVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
@@ -151,6 +155,8 @@ func main() {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("nodemirror-operator"),
 		Members:   r,
+		// Acting on nodes needs more than a watch and probes: its own budget.
+		MemberQPS: float32(operationQPS), MemberBurst: operationBurst,
 	}
 	if err := ops.SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Cannot set up NodeOperation controller")

@@ -58,6 +58,11 @@ type Reconciler struct {
 	EvictionBackoff time.Duration
 	// MaxConcurrent NodeOperations are reconciled at once (default 2).
 	MaxConcurrent int
+	// MemberQPS and MemberBurst limit one operation's requests to one
+	// member (0: the session's own limits, which are sized for one watch
+	// and its probes, not for acting on many nodes).
+	MemberQPS   float32
+	MemberBurst int
 
 	base context.Context
 	runs runs
@@ -239,6 +244,9 @@ func (r *Reconciler) runCluster(ctx context.Context, op *fleetv1.NodeOperation, 
 			t.end(ct.name, n.node, outcome{phase, reason, msg})
 		}
 		return
+	}
+	if r.MemberQPS > 0 {
+		access.Config.QPS, access.Config.Burst = r.MemberQPS, r.MemberBurst
 	}
 	cs, err := kubernetes.NewForConfig(access.Config)
 	if err != nil {

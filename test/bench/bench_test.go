@@ -47,6 +47,9 @@ func TestQuickBench(t *testing.T) {
 	if len(res.Reads) != 2 || res.Memory.SnapshotJSONMedian == 0 || res.Memory.NodeJSONMedian <= res.Memory.SnapshotJSONMedian {
 		t.Errorf("reads %d, sizes %+v", len(res.Reads), res.Memory)
 	}
+	if o := res.Operations; o == nil || o.Succeeded != int32(o.Nodes) || o.Failed != 0 || o.OperationSeconds <= 0 || o.DirectSeconds <= 0 {
+		t.Errorf("node operations: %+v", o)
+	}
 	if err := writeResults(res, t.TempDir(), false); err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +62,7 @@ func TestSelectSteps(t *testing.T) {
 		{"latency", "nodes,mirror,shrink,latency"},
 		{"fanout,reads", "nodes,mirror,reads,fanout"},
 		{"writes, latency", "nodes,mirror,shrink,writes,latency"},
+		{"operations", "nodes,mirror,shrink,operations"},
 	} {
 		var only []string
 		if tc.only != "" {

@@ -126,6 +126,7 @@ var steps = []step{
 	{"shrink", "back to one cluster", []string{"mirror"}, (*env).shrinkToOneCluster},
 	{"writes", "write amplification", []string{"shrink"}, (*env).writeAmplification},
 	{"latency", "propagation latency", []string{"shrink"}, (*env).latency},
+	{"operations", "node operations", []string{"shrink"}, (*env).operations},
 	{"fanout", "fan-out", nil, (*env).fanout},
 }
 
