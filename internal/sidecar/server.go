@@ -213,7 +213,7 @@ func reviewClient(cfg *rest.Config, qps float32, burst int) (kubernetes.Interfac
 // adds for its listener: the Host check of InsecureNoAuth).
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Ready reports whether both kinds have been listed from the hub.
+// Ready reports whether every kind has been listed from the hub.
 func (s *Server) Ready() bool {
 	for _, k := range s.kinds {
 		if !k.broker.HasSynced() {
@@ -498,7 +498,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if k == nil {
-		writeStatus(w, protocol.NewStatus(http.StatusNotFound, metav1.StatusReasonNotFound, fmt.Sprintf("no resource %s: try nodesnapshots or managedclusters", protocol.Quote(r.PathValue("resource")))))
+		writeStatus(w, protocol.NewStatus(http.StatusNotFound, metav1.StatusReasonNotFound, fmt.Sprintf("no resource %s: try nodesnapshots, managedclusters or nodeoperations", protocol.Quote(r.PathValue("resource")))))
 		return
 	}
 	ns := r.PathValue("namespace")
@@ -534,6 +534,10 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 	}
 	var clusters []string
 	if c := r.URL.Query().Get("cluster"); c != "" {
+		if k.kind == protocol.KindNodeOperation {
+			writeStatus(w, protocol.BadRequest("?cluster cannot filter nodeoperations, which may act on many clusters"))
+			return
+		}
 		clusters = strings.Split(c, ",")
 	}
 	objs, rv, err := k.broker.List(fanout.NewFilter(ns, clusters))
