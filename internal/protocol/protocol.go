@@ -47,7 +47,11 @@ const (
 const (
 	KindNodeSnapshot   = "NodeSnapshot"
 	KindManagedCluster = "ManagedCluster"
+	KindNodeOperation  = "NodeOperation"
 )
+
+// Kinds lists the kinds a client can subscribe to.
+var Kinds = []string{KindNodeSnapshot, KindManagedCluster, KindNodeOperation}
 
 // Client message types.
 const (
@@ -92,11 +96,12 @@ type ClientMessage struct {
 	// ID names the subscription; the client chooses it. Events for it carry
 	// the same ID.
 	ID string `json:"id"`
-	// Kind is NodeSnapshot (default) or ManagedCluster.
+	// Kind is NodeSnapshot (default), ManagedCluster or NodeOperation.
 	Kind string `json:"kind,omitempty"`
 	// Namespace to watch; empty means all namespaces (needs cluster-wide list).
 	Namespace string `json:"namespace,omitempty"`
-	// Clusters, if any, restrict the subscription to these ManagedClusters.
+	// Clusters, if any, restrict the subscription to these ManagedClusters
+	// (not for NodeOperations, which may act on many).
 	Clusters []string `json:"clusters,omitempty"`
 	// ResourceVersion, if set, resumes after it: only what changed since is
 	// sent, or a 410 ERROR and a fresh initial state if the sidecar no
@@ -157,14 +162,17 @@ func Decode(data []byte) (*ClientMessage, *metav1.Status) {
 	switch m.Kind {
 	case "":
 		m.Kind = KindNodeSnapshot
-	case KindNodeSnapshot, KindManagedCluster:
+	case KindNodeSnapshot, KindManagedCluster, KindNodeOperation:
 	default:
-		return &m, BadRequest(fmt.Sprintf("unknown kind %s: want %q or %q", Quote(m.Kind), KindNodeSnapshot, KindManagedCluster))
+		return &m, BadRequest(fmt.Sprintf("unknown kind %s: want %q, %q or %q", Quote(m.Kind), KindNodeSnapshot, KindManagedCluster, KindNodeOperation))
 	}
 	if m.Namespace != "" {
 		if errs := validation.IsDNS1123Label(m.Namespace); len(errs) > 0 {
 			return &m, BadRequest(fmt.Sprintf("invalid namespace %s: %s", Quote(m.Namespace), Clip(errs[0], MaxEchoBytes)))
 		}
+	}
+	if m.Kind == KindNodeOperation && len(m.Clusters) > 0 {
+		return &m, BadRequest(`"clusters" cannot filter NodeOperations, which may act on many clusters: subscribe to the namespace`)
 	}
 	if len(m.Clusters) > MaxClusters {
 		return &m, BadRequest(fmt.Sprintf("at most %d clusters per subscription", MaxClusters))

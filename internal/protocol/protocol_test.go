@@ -3,6 +3,7 @@ package protocol
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -17,6 +18,8 @@ func TestDecode(t *testing.T) {
 		{"resume", `{"type":"subscribe","id":"s1","namespace":"fleet","resourceVersion":"123"}`, 0},
 		{"all namespaces", `{"type":"subscribe","id":"all","kind":"ManagedCluster"}`, 0},
 		{"unsubscribe", `{"type":"unsubscribe","id":"s1"}`, 0},
+		{"operations", `{"type":"subscribe","id":"ops","kind":"NodeOperation","namespace":"fleet","resourceVersion":"7"}`, 0},
+		{"operations by cluster", `{"type":"subscribe","id":"ops","kind":"NodeOperation","namespace":"fleet","clusters":["a"]}`, http.StatusBadRequest},
 		{"not json", `{"type":`, http.StatusBadRequest},
 		{"two values", `{"type":"unsubscribe","id":"a"} {}`, http.StatusBadRequest},
 		{"unknown field", `{"type":"subscribe","id":"s","namespaces":"x"}`, http.StatusBadRequest},
@@ -118,6 +121,8 @@ func FuzzDecode(f *testing.F) {
 		`{"type":"subscribe","id":"s1","namespace":"fleet","clusters":["a","b"],"resourceVersion":"10"}`,
 		`{"type":"unsubscribe","id":"s1"}`,
 		`{"type":"subscribe","id":"x","kind":"ManagedCluster"}`,
+		`{"type":"subscribe","id":"ops","kind":"NodeOperation","namespace":"fleet","resourceVersion":"3"}`,
+		`{"type":"subscribe","id":"ops","kind":"NodeOperation","clusters":["a"]}`,
 		`{"type":"subscribe","id":"x","clusters":[1,2]}`,
 		`{"type":"subscribe","id":"x","resourceVersion":"18446744073709551616"}`,
 		`[]`, `null`, `""`, `{"type":null}`, "\xff\xfe", `{"id":"\u0000"}`,
@@ -138,8 +143,11 @@ func FuzzDecode(f *testing.F) {
 		if m == nil || !idPattern.MatchString(m.ID) || (m.Type != TypeSubscribe && m.Type != TypeUnsubscribe) {
 			t.Fatalf("accepted invalid message %+v", m)
 		}
-		if m.Type == TypeSubscribe && m.Kind != KindNodeSnapshot && m.Kind != KindManagedCluster {
+		if m.Type == TypeSubscribe && !slices.Contains(Kinds, m.Kind) {
 			t.Fatalf("accepted kind %q", m.Kind)
+		}
+		if m.Kind == KindNodeOperation && len(m.Clusters) > 0 {
+			t.Fatalf("accepted a cluster filter on NodeOperations")
 		}
 	})
 }

@@ -34,8 +34,16 @@ func newKinds(historySize int) map[string]*kindInfo {
 			kind: protocol.KindManagedCluster, resource: "managedclusters",
 			broker: fanout.NewBroker(apiVersion, protocol.KindManagedCluster, fanout.ByName, historySize),
 		},
+		// An operation may act on many clusters: its subscriptions take no
+		// cluster filter (the decoder refuses one), so none is indexed.
+		protocol.KindNodeOperation: {
+			kind: protocol.KindNodeOperation, resource: "nodeoperations",
+			broker: fanout.NewBroker(apiVersion, protocol.KindNodeOperation, noCluster, historySize),
+		},
 	}
 }
+
+func noCluster(*unstructured.Unstructured) string { return "" }
 
 // runReflector lists and watches one resource on the hub, across all
 // namespaces, into its broker, until ctx ends. This is the one hub watch

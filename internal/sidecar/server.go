@@ -101,6 +101,15 @@ type Options struct {
 	TokenReviewBurst  int
 	AccessReviewQPS   float32
 	AccessReviewBurst int
+	// MaxCreateBytes bounds the body of a NodeOperation create (256 KiB);
+	// larger ones are answered 413.
+	MaxCreateBytes int
+	// CreateQPS (1) and CreateBurst (10) bound the NodeOperations one user
+	// may create through the sidecar; past them the answer is 429.
+	CreateQPS   float64
+	CreateBurst int
+	// CreateTimeout bounds one create at the hub (10s).
+	CreateTimeout time.Duration
 	// Registerer receives the sidecar's metrics; nil registers none.
 	Registerer prometheus.Registerer
 	// Gatherer is what ServeMetrics serves; the API port never serves it.
@@ -131,6 +140,10 @@ func (o *Options) defaults() {
 	setDefault(&o.TokenReviewBurst, 20)
 	setDefault(&o.AccessReviewQPS, 20)
 	setDefault(&o.AccessReviewBurst, 50)
+	setDefault(&o.MaxCreateBytes, 256<<10)
+	setDefault(&o.CreateQPS, 1)
+	setDefault(&o.CreateBurst, 10)
+	setDefault(&o.CreateTimeout, 10*time.Second)
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
@@ -155,6 +168,8 @@ type Server struct {
 	// perIP holds a token bucket per client IP (*rate.Limiter), for the
 	// requests that would cost a TokenReview.
 	perIP *cache.LRUExpireCache
+	// perUserCreate holds a token bucket per user name, for creates.
+	perUserCreate *cache.LRUExpireCache
 
 	mu    sync.Mutex
 	conns map[string]int // user name → open connections
@@ -173,7 +188,7 @@ func New(cfg *rest.Config, opts Options) (*Server, error) {
 	s := &Server{
 		opts: opts, hub: cfg, kinds: newKinds(opts.HistorySize),
 		metrics: newMetrics(opts.Registerer), clock: opts.Clock, log: opts.Log,
-		perIP: cache.NewLRUExpireCache(16384),
+		perIP: cache.NewLRUExpireCache(16384), perUserCreate: cache.NewLRUExpireCache(16384),
 		conns: map[string]int{}, lists: map[string]int{},
 	}
 	if opts.InsecureNoAuth {
@@ -194,6 +209,8 @@ func New(cfg *rest.Config, opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /api/v1/whoami", s.serveWhoami)
 	s.mux.HandleFunc("GET /api/v1/{resource}", s.serveList)
 	s.mux.HandleFunc("GET /api/v1/namespaces/{namespace}/{resource}", s.serveList)
+	s.mux.HandleFunc("GET /api/v1/namespaces/{namespace}/access", s.serveAccess)
+	s.mux.HandleFunc("POST /api/v1/namespaces/{namespace}/nodeoperations", s.serveCreateOperation)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	s.mux.Handle("GET /", ui.Handler())
@@ -213,7 +230,7 @@ func reviewClient(cfg *rest.Config, qps float32, burst int) (kubernetes.Interfac
 // adds for its listener: the Host check of InsecureNoAuth).
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Ready reports whether both kinds have been listed from the hub.
+// Ready reports whether every kind has been listed from the hub.
 func (s *Server) Ready() bool {
 	for _, k := range s.kinds {
 		if !k.broker.HasSynced() {
@@ -498,7 +515,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if k == nil {
-		writeStatus(w, protocol.NewStatus(http.StatusNotFound, metav1.StatusReasonNotFound, fmt.Sprintf("no resource %s: try nodesnapshots or managedclusters", protocol.Quote(r.PathValue("resource")))))
+		writeStatus(w, protocol.NewStatus(http.StatusNotFound, metav1.StatusReasonNotFound, fmt.Sprintf("no resource %s: try nodesnapshots, managedclusters or nodeoperations", protocol.Quote(r.PathValue("resource")))))
 		return
 	}
 	ns := r.PathValue("namespace")
@@ -534,6 +551,10 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 	}
 	var clusters []string
 	if c := r.URL.Query().Get("cluster"); c != "" {
+		if k.kind == protocol.KindNodeOperation {
+			writeStatus(w, protocol.BadRequest("?cluster cannot filter nodeoperations, which may act on many clusters"))
+			return
+		}
 		clusters = strings.Split(c, ",")
 	}
 	objs, rv, err := k.broker.List(fanout.NewFilter(ns, clusters))

@@ -397,7 +397,7 @@ func TestOneHubWatchPerKindWhateverTheClients(t *testing.T) {
 	if got := ts.Metric(t, "nodemirror_sidecar_subscriptions"); got != 200 {
 		t.Errorf("subscriptions gauge = %v", got)
 	}
-	for _, res := range []string{"nodesnapshots", "managedclusters"} {
+	for _, res := range []string{"nodesnapshots", "managedclusters", "nodeoperations"} {
 		if got := ts.Requests.Count("WATCH", "", res); got != 1 {
 			t.Errorf("hub watches on %s = %d, want 1", res, got)
 		}

@@ -8,11 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -197,6 +199,9 @@ func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
 	t.Run("sign in with a hub token", func(t *testing.T) {
 		testSignIn(t, bctx, cp.HubConfig, hub, waitJS)
 	})
+	t.Run("cordon selected rows with an editor's token", func(t *testing.T) {
+		testActions(t, bctx, cp.HubConfig, hub, member, waitJS)
+	})
 	t.Run("5000 rows", func(t *testing.T) {
 		testManyRows(t, bctx, hub, addr, waitJS)
 	})
@@ -219,7 +224,8 @@ func compareCellsWithSnapshots(t *testing.T, bctx context.Context, hub client.Cl
 		byNode[s.Spec.NodeName] = s.Status.Columns
 	}
 	for _, row := range cells {
-		// cluster, node, status, roles, version, cpu, memory, taints, ip, age
+		// select, cluster, node, status, roles, version, cpu, memory, taints, ip, age
+		row = row[1:]
 		want, ok := byNode[row[1]]
 		if !ok {
 			t.Errorf("row %q has no snapshot", row[1])
@@ -297,6 +303,14 @@ func testSignIn(t *testing.T, bctx context.Context, hubCfg *rest.Config, hub cli
 	if got, err := chromedp.Run(bctx, chromedp.Evaluate[string](`sessionStorage.getItem("nodemirror.token")`)); err != nil || got != token {
 		t.Errorf("the token is not kept in session storage: %v", err)
 	}
+	// A viewer may not create NodeOperations: the actions say so and stay
+	// disabled, with rows selected too.
+	disabledForViewer := `[...document.querySelectorAll("#actions button[data-action]")].every((b) => b.disabled && b.title.includes("cannot create")) && document.getElementById("actions-reason").innerText.includes("You may not create NodeOperations in fleet")`
+	waitJS("actions disabled for a viewer, with the reason", disabledForViewer, 10*time.Second)
+	if err := chromedp.Do(bctx, chromedp.Click(`#rows tr.row[data-node="node-01"] td.sel input`)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("still disabled with a row selected", `document.getElementById("selection").innerText === "1 selected" && `+disabledForViewer, 5*time.Second)
 }
 
 func saveScreenshot(t *testing.T, png []byte) {
@@ -314,4 +328,199 @@ func saveScreenshot(t *testing.T, png []byte) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// testActions signs in as an editor of "fleet" (the shipped viewer and
+// editor roles), selects three rows, cordons them through the dialog and
+// watches, without a reload, the operation run and the rows change.
+func testActions(t *testing.T, bctx context.Context, hubCfg *rest.Config, hub client.Client, member kubernetes.Interface, waitJS func(string, string, time.Duration) time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cs := kubernetes.NewForConfigOrDie(hubCfg)
+	token, err := framework.ViewerToken(ctx, cs, "fleet", "editor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "editor-edits"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "nodemirror-editor"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "fleet", Name: "editor"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		standInNodeOperationController(ctx, t, hub, map[string]kubernetes.Interface{"prod": member})
+	}()
+	defer func() { cancel(); <-done }()
+
+	sc := framework.StartSidecar(t, hubCfg, sidecar.Options{}, framework.SidecarOptions{})
+	defer sc.Stop()
+	if err := chromedp.Do(bctx, chromedp.Navigate("http://"+sc.Addr+"/")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("the sign-in form", `!document.getElementById("auth").hidden`, 10*time.Second)
+	if err := chromedp.Do(bctx, chromedp.SetValue("#token", token), chromedp.Click("#auth-form button")); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(bctx, chromedp.SetValue("#namespace", "fleet"), chromedp.Click("#scope button")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("the fleet namespace, live", `document.getElementById("conn").dataset.state === "live" && document.querySelectorAll("#rows tr.row").length === 11`, 20*time.Second)
+	waitJS("actions wait for a selection", `document.getElementById("actions-reason").innerText === "Select nodes to act on." && document.querySelector('#actions button[data-action="cordon"]').disabled`, 10*time.Second)
+
+	// Select all filtered rows, then none, then three.
+	if err := chromedp.Do(bctx, chromedp.Click("#select-all")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("all filtered rows selected", `document.getElementById("selection").innerText === "11 selected" && document.querySelectorAll("#rows tr.row.selected").length === 11`, 5*time.Second)
+	if err := chromedp.Do(bctx, chromedp.Click("#select-all")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("none selected", `document.getElementById("selection").innerText === "0 selected"`, 5*time.Second)
+	targets := []string{"node-06", "node-07", "node-08"}
+	for _, n := range targets {
+		if err := chromedp.Do(bctx, chromedp.Click(fmt.Sprintf(`#rows tr.row[data-node=%q] td.sel input`, n))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitJS("three selected, actions enabled", `document.getElementById("selection").innerText === "3 selected" && !document.querySelector('#actions button[data-action="cordon"]').disabled && document.getElementById("actions-reason").innerText === ""`, 5*time.Second)
+	if err := chromedp.Do(bctx, chromedp.Click(`#actions button[data-action="cordon"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("the dialog shows the count per cluster", `document.getElementById("confirm").open && document.getElementById("confirm-title").innerText === "Cordon 3 nodes?" && document.getElementById("confirm-clusters").innerText.trim() === "prod: 3 nodes"`, 5*time.Second)
+	if err := chromedp.Do(bctx, chromedp.Click("#confirm-ok")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("the dialog closes", `!document.getElementById("confirm").open`, 10*time.Second)
+
+	// One NodeOperation on the hub, created as the editor.
+	var list fleetv1.NodeOperationList
+	if err := hub.List(ctx, &list, client.InNamespace("fleet")); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 {
+		t.Fatalf("%d NodeOperations on the hub, want 1", len(list.Items))
+	}
+	op := list.Items[0]
+	if op.Spec.Action != fleetv1.ActionCordon || !slices.Equal(op.Spec.Clusters.Names, []string{"prod"}) || !slices.Equal(op.Spec.Nodes.Names, targets) {
+		t.Fatalf("created %+v", op.Spec)
+	}
+	// The spec was written through the sidecar (the stand-in may have
+	// written the status already).
+	if !slices.ContainsFunc(op.ManagedFields, func(f metav1.ManagedFieldsEntry) bool {
+		return f.Manager == "nodemirror-sidecar" && f.Subresource == ""
+	}) {
+		t.Errorf("managed fields %+v", op.ManagedFields)
+	}
+	t.Logf("created NodeOperation %s", op.Name)
+
+	// Without a reload: the rows turn SchedulingDisabled as the member
+	// confirms, the panel shows the operation succeed with each node.
+	cordoned := ""
+	for _, n := range targets {
+		cordoned += fmt.Sprintf(`(document.querySelector('#rows tr.row[data-node=%q]')?.innerText ?? "").includes("SchedulingDisabled") && `, n)
+	}
+	took := waitJS("the three rows cordoned", cordoned+"true", 20*time.Second)
+	t.Logf("rows cordoned %s after the dialog closed", took.Round(time.Millisecond))
+	opLi := fmt.Sprintf(`document.querySelector('#operations li[data-op=%q]')`, op.Name)
+	waitJS("the operation Succeeded in the panel", opLi+`?.dataset.phase === "Succeeded" && `+opLi+`.innerText.includes("3/3 succeeded") && `+opLi+`.querySelectorAll(".results li .ph-Succeeded").length === 3`, 20*time.Second)
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#rows tr.row").length`)); err != nil || n != 11 {
+		t.Errorf("rows after the operation: %d %v", n, err)
+	}
+	shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(framework.RepoRoot(), "test", "artifacts", "ui-operations.png")
+	if err := os.WriteFile(path, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+}
+
+// standInNodeOperationController STANDS IN FOR THE OPERATOR'S NodeOperation
+// CONTROLLER (controllers/nodeoperation), which is not on this branch:
+// remove it once framework.StartOperator runs the real one. It does what
+// that controller does for cordon and uncordon by node names, as plainly
+// as possible: status Running with every node Running, the node patched
+// on its member as kubectl cordon patches it, then Succeeded with the
+// results and counts.
+func standInNodeOperationController(ctx context.Context, t *testing.T, hub client.Client, members map[string]kubernetes.Interface) {
+	seen := map[string]bool{}
+	for ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		var list fleetv1.NodeOperationList
+		if err := hub.List(ctx, &list); err != nil {
+			continue
+		}
+		for i := range list.Items {
+			op := &list.Items[i]
+			if seen[op.Namespace+"/"+op.Name] || op.Status.Phase != "" {
+				continue
+			}
+			seen[op.Namespace+"/"+op.Name] = true
+			if err := standInRun(ctx, hub, members, op); err != nil && ctx.Err() == nil {
+				t.Errorf("stand-in NodeOperation controller: %v", err)
+			}
+		}
+	}
+}
+
+func standInRun(ctx context.Context, hub client.Client, members map[string]kubernetes.Interface, op *fleetv1.NodeOperation) error {
+	now := metav1.Now()
+	var results []fleetv1.NodeResult
+	for _, c := range op.Spec.Clusters.Names {
+		for _, n := range op.Spec.Nodes.Names {
+			results = append(results, fleetv1.NodeResult{Cluster: c, Node: n, Phase: fleetv1.OperationRunning, StartTime: &now})
+		}
+	}
+	total := int32(len(results))
+	op.Status = fleetv1.NodeOperationStatus{
+		ObservedGeneration: op.Generation, Phase: fleetv1.OperationRunning, StartTime: &now,
+		Targets: fmt.Sprintf("%d clusters, %d nodes", len(op.Spec.Clusters.Names), total),
+		Counts:  fleetv1.NodeOperationCounts{Total: total, Running: total}, Results: results,
+	}
+	if err := hub.Status().Update(ctx, op); err != nil {
+		return err
+	}
+	time.Sleep(300 * time.Millisecond) // long enough for the panel to show Running
+	unschedulable := op.Spec.Action == fleetv1.ActionCordon
+	counts := fleetv1.NodeOperationCounts{Total: total}
+	for i := range results {
+		r := &results[i]
+		end := metav1.Now()
+		r.CompletionTime = &end
+		m, ok := members[r.Cluster]
+		switch {
+		case !ok:
+			r.Phase, r.Reason, r.Message = fleetv1.OperationSkipped, "ClusterNotFound", "no such cluster"
+			counts.Skipped++
+			continue
+		case op.Spec.Action != fleetv1.ActionCordon && op.Spec.Action != fleetv1.ActionUncordon:
+			r.Phase, r.Reason, r.Message = fleetv1.OperationSkipped, "NotImplemented", "the stand-in does cordon and uncordon only"
+			counts.Skipped++
+			continue
+		}
+		patch := fmt.Appendf(nil, `{"spec":{"unschedulable":%t}}`, unschedulable)
+		if _, err := m.CoreV1().Nodes().Patch(ctx, r.Node, "application/strategic-merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
+			r.Phase, r.Reason, r.Message = fleetv1.OperationFailed, "PatchFailed", err.Error()
+			counts.Failed++
+			continue
+		}
+		r.Phase = fleetv1.OperationSucceeded
+		if unschedulable {
+			r.Message = "cordoned"
+		} else {
+			r.Message = "uncordoned"
+		}
+		counts.Succeeded++
+	}
+	end := metav1.Now()
+	op.Status.Phase, op.Status.CompletionTime, op.Status.Counts, op.Status.Results = fleetv1.OperationSucceeded, &end, counts, results
+	if counts.Failed > 0 {
+		op.Status.Phase = fleetv1.OperationFailed
+	}
+	return hub.Status().Update(ctx, op)
 }

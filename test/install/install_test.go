@@ -181,8 +181,9 @@ spec:
 }
 
 // checkSidecarRights asks the hub what the sidecar's ServiceAccount may
-// do: list and watch the two kinds, review tokens and access, and nothing
-// else that matters (no Secrets, no writes).
+// do: list and watch the three kinds, review tokens and access, and
+// nothing else that matters (no Secrets, no writes: NodeOperations are
+// created with the users' own tokens).
 func checkSidecarRights(ctx context.Context, t *testing.T, cs kubernetes.Interface, namespace, sa string) {
 	user := fmt.Sprintf("system:serviceaccount:%s:%s", namespace, sa)
 	for _, c := range []struct {
@@ -197,6 +198,11 @@ func checkSidecarRights(ctx context.Context, t *testing.T, cs kubernetes.Interfa
 		{"", "secrets", "list", false},
 		{fleetv1.GroupVersion.Group, "nodesnapshots", "update", false},
 		{fleetv1.GroupVersion.Group, "managedclusters", "create", false},
+		{fleetv1.GroupVersion.Group, "nodeoperations", "watch", true},
+		{fleetv1.GroupVersion.Group, "nodeoperations", "list", true},
+		{fleetv1.GroupVersion.Group, "nodeoperations", "create", false},
+		{fleetv1.GroupVersion.Group, "nodeoperations", "patch", false},
+		{fleetv1.GroupVersion.Group, "nodeoperations/status", "update", false},
 	} {
 		if got := framework.Can(ctx, t, cs, user, c.verb, c.group, c.resource); got != c.want {
 			t.Errorf("sidecar ServiceAccount may %s %s: %v, want %v", c.verb, c.resource, got, c.want)

@@ -28,9 +28,10 @@ export class Stream {
   }
 
   // subscribe adds a subscription, sent now if connected and on every
-  // (re)connect.
-  subscribe(id, message) {
-    this.subs.set(id, { message, resourceVersion: "", synced: false });
+  // (re)connect. An optional one (the operations panel) does not hold the
+  // connection's "live" state back, so a refusal leaves the rest usable.
+  subscribe(id, message, { optional = false } = {}) {
+    this.subs.set(id, { message, resourceVersion: "", synced: false, optional });
     this.send({ type: "subscribe", id, ...message });
   }
 
@@ -118,7 +119,7 @@ export class Stream {
       const end = ev.object.metadata?.annotations?.["k8s.io/initial-events-end"] === "true";
       if (end && !s.synced) {
         s.synced = true;
-        if ([...this.subs.values()].every((x) => x.synced)) {
+        if ([...this.subs.values()].every((x) => x.synced || x.optional)) {
           this.attempt = 0;
           this.onState("live");
         }
