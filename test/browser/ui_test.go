@@ -348,12 +348,6 @@ func testActions(t *testing.T, bctx context.Context, hubCfg *rest.Config, hub cl
 	}); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		standInNodeOperationController(ctx, t, hub, map[string]kubernetes.Interface{"prod": member})
-	}()
-	defer func() { cancel(); <-done }()
 
 	sc := framework.StartSidecar(t, hubCfg, sidecar.Options{}, framework.SidecarOptions{})
 	defer sc.Stop()
@@ -438,89 +432,4 @@ func testActions(t *testing.T, bctx context.Context, hubCfg *rest.Config, hub cl
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", path)
-}
-
-// standInNodeOperationController STANDS IN FOR THE OPERATOR'S NodeOperation
-// CONTROLLER (controllers/nodeoperation), which is not on this branch:
-// remove it once framework.StartOperator runs the real one. It does what
-// that controller does for cordon and uncordon by node names, as plainly
-// as possible: status Running with every node Running, the node patched
-// on its member as kubectl cordon patches it, then Succeeded with the
-// results and counts.
-func standInNodeOperationController(ctx context.Context, t *testing.T, hub client.Client, members map[string]kubernetes.Interface) {
-	seen := map[string]bool{}
-	for ctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond)
-		var list fleetv1.NodeOperationList
-		if err := hub.List(ctx, &list); err != nil {
-			continue
-		}
-		for i := range list.Items {
-			op := &list.Items[i]
-			if seen[op.Namespace+"/"+op.Name] || op.Status.Phase != "" {
-				continue
-			}
-			seen[op.Namespace+"/"+op.Name] = true
-			if err := standInRun(ctx, hub, members, op); err != nil && ctx.Err() == nil {
-				t.Errorf("stand-in NodeOperation controller: %v", err)
-			}
-		}
-	}
-}
-
-func standInRun(ctx context.Context, hub client.Client, members map[string]kubernetes.Interface, op *fleetv1.NodeOperation) error {
-	now := metav1.Now()
-	var results []fleetv1.NodeResult
-	for _, c := range op.Spec.Clusters.Names {
-		for _, n := range op.Spec.Nodes.Names {
-			results = append(results, fleetv1.NodeResult{Cluster: c, Node: n, Phase: fleetv1.OperationRunning, StartTime: &now})
-		}
-	}
-	total := int32(len(results))
-	op.Status = fleetv1.NodeOperationStatus{
-		ObservedGeneration: op.Generation, Phase: fleetv1.OperationRunning, StartTime: &now,
-		Targets: fmt.Sprintf("%d clusters, %d nodes", len(op.Spec.Clusters.Names), total),
-		Counts:  fleetv1.NodeOperationCounts{Total: total, Running: total}, Results: results,
-	}
-	if err := hub.Status().Update(ctx, op); err != nil {
-		return err
-	}
-	time.Sleep(300 * time.Millisecond) // long enough for the panel to show Running
-	unschedulable := op.Spec.Action == fleetv1.ActionCordon
-	counts := fleetv1.NodeOperationCounts{Total: total}
-	for i := range results {
-		r := &results[i]
-		end := metav1.Now()
-		r.CompletionTime = &end
-		m, ok := members[r.Cluster]
-		switch {
-		case !ok:
-			r.Phase, r.Reason, r.Message = fleetv1.OperationSkipped, "ClusterNotFound", "no such cluster"
-			counts.Skipped++
-			continue
-		case op.Spec.Action != fleetv1.ActionCordon && op.Spec.Action != fleetv1.ActionUncordon:
-			r.Phase, r.Reason, r.Message = fleetv1.OperationSkipped, "NotImplemented", "the stand-in does cordon and uncordon only"
-			counts.Skipped++
-			continue
-		}
-		patch := fmt.Appendf(nil, `{"spec":{"unschedulable":%t}}`, unschedulable)
-		if _, err := m.CoreV1().Nodes().Patch(ctx, r.Node, "application/strategic-merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
-			r.Phase, r.Reason, r.Message = fleetv1.OperationFailed, "PatchFailed", err.Error()
-			counts.Failed++
-			continue
-		}
-		r.Phase = fleetv1.OperationSucceeded
-		if unschedulable {
-			r.Message = "cordoned"
-		} else {
-			r.Message = "uncordoned"
-		}
-		counts.Succeeded++
-	}
-	end := metav1.Now()
-	op.Status.Phase, op.Status.CompletionTime, op.Status.Counts, op.Status.Results = fleetv1.OperationSucceeded, &end, counts, results
-	if counts.Failed > 0 {
-		op.Status.Phase = fleetv1.OperationFailed
-	}
-	return hub.Status().Update(ctx, op)
 }
