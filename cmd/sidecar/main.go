@@ -1,7 +1,7 @@
 // Command sidecar serves the hub's NodeSnapshots and ManagedClusters to many
 // websocket and HTTP clients from one hub watch per kind, under the hub's
 // own RBAC. It runs as a Deployment of its own, apart from the operator,
-// under a ServiceAccount that can read the two kinds and nothing else.
+// under a ServiceAccount that can read the three kinds and nothing else.
 package main
 
 import (

@@ -172,6 +172,31 @@ func TestOperatorBinaryWithKubectl(t *testing.T) {
 		return strings.Contains(out, "Ready,SchedulingDisabled")
 	})
 
+	// A NodeOperation applied with kubectl cordons a node from the hub;
+	// kubectl shows its progress and the snapshot the result.
+	k.must(`apiVersion: fleet.nodemirror.io/v1alpha1
+kind: NodeOperation
+metadata: {name: cordon-node-0, namespace: fleet}
+spec:
+  clusters: {names: [edge]}
+  nodes: {names: [node-0]}
+  action: cordon
+`, "apply", "-f", "-")
+	k.must("", "-n", "fleet", "wait", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=60s", "nodeoperation/cordon-node-0")
+	ops := k.must("", "get", "nodeoperations", "-n", "fleet")
+	t.Logf("kubectl get nodeoperations -n fleet\n%s", ops)
+	if got := strings.Join(strings.Fields(strings.Split(ops, "\n")[0]), " "); got != "NAME ACTION TARGETS SUCCEEDED FAILED PHASE AGE" {
+		t.Errorf("header = %q", got)
+	}
+	if row := strings.Split(ops, "\n")[1]; !strings.Contains(row, "cordon-node-0") || !strings.Contains(row, "Succeeded") || !strings.Contains(row, "cordon") {
+		t.Errorf("row = %q", row)
+	}
+	framework.WaitFor(t, 10*time.Second, "node-0 shown cordoned", func() bool {
+		out, _ := k.run("", "get", "nodesnapshots", "-n", "fleet", "edge.node-0", "--no-headers")
+		return strings.Contains(out, "Ready,SchedulingDisabled")
+	})
+	k2.must("", "uncordon", "node-0")
+
 	// Node labels select snapshots with -l, spec fields with
 	// --field-selector, by the short name.
 	if out := k.must("", "get", "nsnap", "-A", "-l", "node-role.kubernetes.io/worker", "--no-headers", "-o", "name"); strings.Join(strings.Fields(out), " ") != "nodesnapshot.fleet.nodemirror.io/edge.node-1 nodesnapshot.fleet.nodemirror.io/edge.node-2" {
