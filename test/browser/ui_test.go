@@ -375,9 +375,13 @@ func testActions(t *testing.T, bctx context.Context, hubCfg *rest.Config, hub cl
 	waitJS("none selected", `document.getElementById("selection").innerText === "0 selected"`, 5*time.Second)
 	targets := []string{"node-06", "node-07", "node-08"}
 	for _, n := range targets {
-		if err := chromedp.Do(bctx, chromedp.Click(fmt.Sprintf(`#rows tr.row[data-node=%q] td.sel input`, n))); err != nil {
+		// Clicked in the page, in one step: the live table may re-render
+		// between a lookup from outside and the click.
+		js := fmt.Sprintf(`document.querySelector('#rows tr.row[data-node=%q] td.sel input').click()`, n)
+		if err := chromedp.Do(bctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
 			t.Fatal(err)
 		}
+		waitJS(n+" selected", fmt.Sprintf(`document.querySelector('#rows tr.row[data-node=%q]').classList.contains("selected")`, n), 5*time.Second)
 	}
 	waitJS("three selected, actions enabled", `document.getElementById("selection").innerText === "3 selected" && !document.querySelector('#actions button[data-action="cordon"]').disabled && document.getElementById("actions-reason").innerText === ""`, 5*time.Second)
 	if err := chromedp.Do(bctx, chromedp.Click(`#actions button[data-action="cordon"]`)); err != nil {
