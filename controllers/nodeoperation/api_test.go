@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
@@ -71,8 +72,12 @@ func TestAPIValidation(t *testing.T) {
 				if op.Spec.MaxConcurrent != 5 {
 					t.Errorf("maxConcurrent defaults to %d, want 5", op.Spec.MaxConcurrent)
 				}
+				// A patch, not an update: the operator may have changed the
+				// object meanwhile (its finalizer), which an update would
+				// meet as a conflict before the rule is checked.
+				orig := op.DeepCopy()
 				op.Spec.Action = fleetv1.ActionUncordon
-				if err := hub.Update(ctx, op); err == nil || !strings.Contains(err.Error(), "spec is immutable") {
+				if err := hub.Patch(ctx, op, client.MergeFrom(orig)); err == nil || !strings.Contains(err.Error(), "spec is immutable") {
 					t.Errorf("changing the spec: %v, want spec is immutable", err)
 				}
 			}
