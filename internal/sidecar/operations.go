@@ -11,9 +11,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
-	"time"
 
-	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -245,17 +243,7 @@ func hubRefusal(err error) *metav1.Status {
 
 // allowCreate spends one of the user's creates.
 func (s *Server) allowCreate(user string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var l *rate.Limiter
-	if v, ok := s.perUserCreate.Get(user); ok {
-		l = v.(*rate.Limiter)
-	} else {
-		l = rate.NewLimiter(rate.Limit(s.opts.CreateQPS), s.opts.CreateBurst)
-	}
-	refill := time.Duration(float64(s.opts.CreateBurst)/s.opts.CreateQPS*float64(time.Second)) + time.Minute
-	s.perUserCreate.Add(user, l, refill)
-	return l.Allow()
+	return s.spend(s.perUserCreate, user, s.opts.CreateQPS, s.opts.CreateBurst)
 }
 
 // headerToken is the token of an Authorization header only: a write is

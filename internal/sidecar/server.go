@@ -371,18 +371,24 @@ func (s *Server) allowReview(r *http.Request) bool {
 	if err != nil {
 		ip = r.RemoteAddr
 	}
+	return s.spend(s.perIP, ip, s.opts.PerIPAuthQPS, s.opts.PerIPAuthBurst)
+}
+
+// spend takes one token from key's bucket in buckets, a bucket of qps and
+// burst made on first use.
+func (s *Server) spend(buckets *cache.LRUExpireCache, key string, qps float64, burst int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var l *rate.Limiter
-	if v, ok := s.perIP.Get(ip); ok {
+	if v, ok := buckets.Get(key); ok {
 		l = v.(*rate.Limiter)
 	} else {
-		l = rate.NewLimiter(rate.Limit(s.opts.PerIPAuthQPS), s.opts.PerIPAuthBurst)
+		l = rate.NewLimiter(rate.Limit(qps), burst)
 	}
 	// A bucket left alone this long is full again: forgetting it then
 	// changes nothing.
-	refill := time.Duration(float64(s.opts.PerIPAuthBurst)/s.opts.PerIPAuthQPS*float64(time.Second)) + time.Minute
-	s.perIP.Add(ip, l, refill)
+	refill := time.Duration(float64(burst)/qps*float64(time.Second)) + time.Minute
+	buckets.Add(key, l, refill)
 	return l.Allow()
 }
 
