@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMain(m *testing.M) {
@@ -94,5 +95,15 @@ func TestSummaryLinks(t *testing.T) {
 	}
 	if md := markdown(r); strings.Contains(md, "](") || !strings.Contains(md, "full tables below") {
 		t.Errorf("results file: %s", md)
+	}
+}
+
+// TestNoSamplesNoNumber: a latency without samples says so in the
+// summary and the tables instead of printing 0.0 ms.
+func TestNoSamplesNoNumber(t *testing.T) {
+	r := &results{Latency: []latencyRun{{TargetRate: 1000, AchievedRate: 267, Client: summarize([]time.Duration{time.Second})}}}
+	md := markdown(r)
+	if !strings.Contains(md, "member watch (floor): no samples |") || strings.Contains(md, "p50 0.0 ms") || !strings.Contains(md, "— (0 samples)") {
+		t.Errorf("a floor without samples printed as:\n%s", md)
 	}
 }

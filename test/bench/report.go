@@ -97,8 +97,12 @@ func summary(r *results, file string) string {
 		if l.TargetRate == 100 {
 			target = fmt.Sprintf("p99 < 50 ms: %s", check(l.Client.P99 < 50 && l.Client.N > 0))
 		}
-		fmt.Fprintf(&b, "| member change → websocket client, %s | p50 %.1f ms, p99 %.1f ms | member watch (floor): p50 %.1f ms, p99 %.1f ms (×%.1f / ×%.1f) | %s |\n",
-			rate, l.Client.P50, l.Client.P99, l.Floor.P50, l.Floor.P99, l.RatioP50, l.RatioP99, target)
+		ratios := fmt.Sprintf(" (×%.1f / ×%.1f)", l.RatioP50, l.RatioP99)
+		if l.Floor.N == 0 || l.Client.N == 0 {
+			ratios = ""
+		}
+		fmt.Fprintf(&b, "| member change → websocket client, %s | %s | member watch (floor): %s%s | %s |\n",
+			rate, l.Client.p50p99(), l.Floor.p50p99(), ratios, target)
 	}
 	m, mem := r.Mirror, r.Memory
 	if r.ran("mirror") {
@@ -144,8 +148,13 @@ func markdown(r *results) string {
 	if len(r.Latency) > 0 {
 		b.WriteString("\n## Propagation latency by hop (ms)\n\n| rate | sent | member watch p50/p99 | hub watch p50/p99 | client p50/p95/p99 | operator hop p50/p99 | sidecar hop p50/p99 |\n|---|---|---|---|---|---|---|\n")
 		for _, l := range r.Latency {
-			fmt.Fprintf(&b, "| %d/s (achieved %.0f) | %d | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f / %.1f (%d received) | %.1f / %.1f | %.1f / %.1f |\n",
-				l.TargetRate, l.AchievedRate, l.Sent, l.Floor.P50, l.Floor.P99, l.Hub.P50, l.Hub.P99, l.Client.P50, l.Client.P95, l.Client.P99, l.Client.N, l.OperatorHop.P50, l.OperatorHop.P99, l.SidecarHop.P50, l.SidecarHop.P99)
+			client := "—"
+			if l.Client.N > 0 {
+				client = fmt.Sprintf("%.1f / %.1f / %.1f", l.Client.P50, l.Client.P95, l.Client.P99)
+			}
+			fmt.Fprintf(&b, "| %d/s (achieved %.0f) | %d | %s (%d samples) | %s | %s (%d received) | %s | %s |\n",
+				l.TargetRate, l.AchievedRate, l.Sent, l.Floor.pair(l.Floor.P50, l.Floor.P99), l.Floor.N, l.Hub.pair(l.Hub.P50, l.Hub.P99),
+				client, l.Client.N, l.OperatorHop.pair(l.OperatorHop.P50, l.OperatorHop.P99), l.SidecarHop.pair(l.SidecarHop.P50, l.SidecarHop.P99))
 		}
 		b.WriteString("\n(Rate 0 is one change at a time, each waited for.)\n")
 	}

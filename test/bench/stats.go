@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"time"
@@ -26,6 +27,23 @@ func summarize(ds []time.Duration) dist {
 		return ms(s[max(0, min(i, len(s)-1))])
 	}
 	return dist{N: len(s), P50: q(.50), P95: q(.95), P99: q(.99), Max: ms(s[len(s)-1])}
+}
+
+// p50p99 is "p50 X ms, p99 Y ms", or "no samples" when there were none:
+// a figure without samples never prints as a number.
+func (d dist) p50p99() string {
+	if d.N == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", d.P50, d.P99)
+}
+
+// pair is "X / Y" of two of its percentiles in ms, or "—" without samples.
+func (d dist) pair(a, b float64) string {
+	if d.N == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.1f / %.1f", a, b)
 }
 
 func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/10) / 100 }
