@@ -107,3 +107,39 @@ const (
 	// ReasonInvalidNodeSelector: spec.nodeSelector is not a valid selector.
 	ReasonInvalidNodeSelector = "InvalidNodeSelector"
 )
+
+// Reasons of a NodeOperation's per-node results (status.results[].reason);
+// a member refusing the action is ReasonForbidden: apply
+// config/member-operations on the member. The operation's conditions carry
+// its phase (OperationPending … OperationFailed) as their reason.
+const (
+	// ReasonChanged: the node was changed as asked.
+	ReasonChanged = "Changed"
+	// ReasonUnchanged: the node already was as asked; nothing was written.
+	ReasonUnchanged = "Unchanged"
+	// ReasonDrained: the node is cordoned and its pods were evicted.
+	ReasonDrained = "Drained"
+	// ReasonDryRun: spec.dryRun; the message says what would be done.
+	ReasonDryRun = "DryRun"
+	// ReasonNodeNotFound: no mirrored node of that name in the cluster,
+	// or the member has no such node.
+	ReasonNodeNotFound = "NodeNotFound"
+	// ReasonClusterNotFound: no ManagedCluster of that name in the
+	// operation's namespace.
+	ReasonClusterNotFound = "ClusterNotFound"
+	// ReasonClusterPaused: the ManagedCluster is paused.
+	ReasonClusterPaused = "ClusterPaused"
+	// ReasonClusterDisconnected: the member does not answer healthy.
+	ReasonClusterDisconnected = "ClusterDisconnected"
+	// ReasonClusterNotReady: the cluster's member access is not usable
+	// (refused kubeconfig, or the cluster never connected).
+	ReasonClusterNotReady = "ClusterNotReady"
+	// ReasonDisruptionBudget: evictions were refused by
+	// PodDisruptionBudgets until the drain timeout.
+	ReasonDisruptionBudget = "DisruptionBudget"
+	// ReasonDrainBlocked: pods on the node stop the drain unless a drain
+	// option allows them (DaemonSet pods, emptyDir data, unmanaged pods).
+	ReasonDrainBlocked = "DrainBlocked"
+	// ReasonMemberError: the member failed the request for another reason.
+	ReasonMemberError = "MemberError"
+)

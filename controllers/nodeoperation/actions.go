@@ -35,7 +35,7 @@ func failed(reason, format string, args ...any) outcome {
 }
 
 func dryRun(format string, args ...any) outcome {
-	return outcome{fleetv1.OperationSkipped, ReasonDryRun, "dry run: " + fmt.Sprintf(format, args...)}
+	return outcome{fleetv1.OperationSkipped, fleetv1.ReasonDryRun, "dry run: " + fmt.Sprintf(format, args...)}
 }
 
 // memberRole is what a Forbidden result tells people to do.
@@ -47,11 +47,11 @@ const memberRole = "apply config/member-operations on the member cluster (Cluste
 func memberFailure(err error, what, node string) outcome {
 	switch {
 	case apierrors.IsForbidden(err):
-		return failed(ReasonForbidden, "the member forbids %s: %s", what, memberRole)
+		return failed(fleetv1.ReasonForbidden, "the member forbids %s: %s", what, memberRole)
 	case apierrors.IsNotFound(err):
-		return failed(ReasonNodeNotFound, "node %s not found on the member", node)
+		return failed(fleetv1.ReasonNodeNotFound, "node %s not found on the member", node)
 	}
-	return failed(ReasonMemberError, "%s: %s", what, truncate(err.Error(), fleetv1.MaxNodeOperationMessage-len(what)-2))
+	return failed(fleetv1.ReasonMemberError, "%s: %s", what, truncate(err.Error(), fleetv1.MaxNodeOperationMessage-len(what)-2))
 }
 
 // transient says a member error may pass if the request is repeated.
@@ -133,7 +133,7 @@ func (a *actor) cordon(ctx context.Context, node string, cordon bool) outcome {
 		return memberFailure(err, "getting node "+node, node)
 	}
 	if n.Spec.Unschedulable == cordon {
-		return succeeded(ReasonUnchanged, "already %sed", verb)
+		return succeeded(fleetv1.ReasonUnchanged, "already %sed", verb)
 	}
 	if a.spec.DryRun {
 		return dryRun("would %s", verb)
@@ -141,7 +141,7 @@ func (a *actor) cordon(ctx context.Context, node string, cordon bool) outcome {
 	if err := a.patchNode(ctx, node, map[string]any{"spec": map[string]any{"unschedulable": cordon}}); err != nil {
 		return memberFailure(err, "patching node "+node+" to "+verb+" it", node)
 	}
-	return succeeded(ReasonChanged, "%sed", verb)
+	return succeeded(fleetv1.ReasonChanged, "%sed", verb)
 }
 
 func (a *actor) label(ctx context.Context, node string) outcome {
@@ -166,9 +166,9 @@ func (a *actor) label(ctx context.Context, node string) outcome {
 	keys := strings.Join(slices.Sorted(maps.Keys(change)), ", ")
 	switch {
 	case len(change) == 0 && a.spec.Action == fleetv1.ActionLabel:
-		return succeeded(ReasonUnchanged, "labels already set")
+		return succeeded(fleetv1.ReasonUnchanged, "labels already set")
 	case len(change) == 0:
-		return succeeded(ReasonUnchanged, "labels already gone")
+		return succeeded(fleetv1.ReasonUnchanged, "labels already gone")
 	case a.spec.DryRun && a.spec.Action == fleetv1.ActionLabel:
 		return dryRun("would set labels %s", keys)
 	case a.spec.DryRun:
@@ -178,9 +178,9 @@ func (a *actor) label(ctx context.Context, node string) outcome {
 		return memberFailure(err, "patching the labels of node "+node, node)
 	}
 	if a.spec.Action == fleetv1.ActionLabel {
-		return succeeded(ReasonChanged, "set labels %s", keys)
+		return succeeded(fleetv1.ReasonChanged, "set labels %s", keys)
 	}
-	return succeeded(ReasonChanged, "removed labels %s", keys)
+	return succeeded(fleetv1.ReasonChanged, "removed labels %s", keys)
 }
 
 // applyTaints returns the node's taints with the operation's taints added
@@ -231,10 +231,10 @@ func (a *actor) taint(ctx context.Context, node string) outcome {
 		taints, changed := applyTaints(a.spec, n.Spec.Taints, time.Now())
 		switch {
 		case !changed && a.spec.Action == fleetv1.ActionTaint:
-			res = succeeded(ReasonUnchanged, "taints already set")
+			res = succeeded(fleetv1.ReasonUnchanged, "taints already set")
 			return nil
 		case !changed:
-			res = succeeded(ReasonUnchanged, "taints already gone")
+			res = succeeded(fleetv1.ReasonUnchanged, "taints already gone")
 			return nil
 		case a.spec.DryRun:
 			res = dryRun("would %s the node (%d taints before, %d after)", a.spec.Action, len(n.Spec.Taints), len(taints))
@@ -244,7 +244,7 @@ func (a *actor) taint(ctx context.Context, node string) outcome {
 		if _, err := a.cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{FieldManager: fleetv1.FieldManager}); err != nil {
 			return err
 		}
-		res = succeeded(ReasonChanged, "%sed: %d taints now", a.spec.Action, len(taints))
+		res = succeeded(fleetv1.ReasonChanged, "%sed: %d taints now", a.spec.Action, len(taints))
 		return nil
 	})
 	if err != nil {

@@ -47,7 +47,7 @@ func TestActionsOnTwoMembers(t *testing.T) {
 	// second finds them so and writes nothing.
 	check := func(s fleetv1.NodeOperationSpec, holds func(*corev1.Node) bool) {
 		t.Helper()
-		for round, reason := range []string{nodeoperation.ReasonChanged, nodeoperation.ReasonUnchanged} {
+		for round, reason := range []string{fleetv1.ReasonChanged, fleetv1.ReasonUnchanged} {
 			before := map[string]string{}
 			for _, tg := range targets {
 				before[tg.node] = f.memberNode(tg.member, tg.node).ResourceVersion
@@ -65,7 +65,7 @@ func TestActionsOnTwoMembers(t *testing.T) {
 				if res.Reason != reason || !holds(n) {
 					t.Errorf("%s round %d on %s/%s: result %+v; node spec %+v labels %v", s.Action, round, tg.cluster, tg.node, res, n.Spec, n.Labels)
 				}
-				if reason == nodeoperation.ReasonUnchanged && n.ResourceVersion != before[tg.node] {
+				if reason == fleetv1.ReasonUnchanged && n.ResourceVersion != before[tg.node] {
 					t.Errorf("%s on %s, already so, wrote the node", s.Action, tg.node)
 				}
 			}
@@ -97,7 +97,7 @@ func TestActionsOnTwoMembers(t *testing.T) {
 		t.Fatalf("dry run: %s %+v", op.Status.Phase, op.Status.Counts)
 	}
 	for _, tg := range targets {
-		if res := result(op, tg.cluster, tg.node); res.Reason != nodeoperation.ReasonDryRun || !strings.Contains(res.Message, "would cordon") {
+		if res := result(op, tg.cluster, tg.node); res.Reason != fleetv1.ReasonDryRun || !strings.Contains(res.Message, "would cordon") {
 			t.Errorf("dry run result %+v", res)
 		}
 		if f.memberNode(tg.member, tg.node).Spec.Unschedulable {
@@ -137,15 +137,15 @@ func TestClustersThatCannotBeActedOn(t *testing.T) {
 		Action:   fleetv1.ActionCordon,
 	})
 	want := map[[2]string]string{
-		{"paused", a}:                "Skipped/" + nodeoperation.ReasonClusterPaused,
-		{"paused", c}:                "Failed/" + nodeoperation.ReasonNodeNotFound,
-		{"paused", "no-such-node"}:   "Failed/" + nodeoperation.ReasonNodeNotFound,
-		{"readonly", c}:              "Failed/" + nodeoperation.ReasonForbidden,
-		{"readonly", a}:              "Failed/" + nodeoperation.ReasonNodeNotFound,
-		{"readonly", "no-such-node"}: "Failed/" + nodeoperation.ReasonNodeNotFound,
-		{"gone", a}:                  "Failed/" + nodeoperation.ReasonClusterNotFound,
-		{"gone", c}:                  "Failed/" + nodeoperation.ReasonClusterNotFound,
-		{"gone", "no-such-node"}:     "Failed/" + nodeoperation.ReasonClusterNotFound,
+		{"paused", a}:                "Skipped/" + fleetv1.ReasonClusterPaused,
+		{"paused", c}:                "Failed/" + fleetv1.ReasonNodeNotFound,
+		{"paused", "no-such-node"}:   "Failed/" + fleetv1.ReasonNodeNotFound,
+		{"readonly", c}:              "Failed/" + fleetv1.ReasonForbidden,
+		{"readonly", a}:              "Failed/" + fleetv1.ReasonNodeNotFound,
+		{"readonly", "no-such-node"}: "Failed/" + fleetv1.ReasonNodeNotFound,
+		{"gone", a}:                  "Failed/" + fleetv1.ReasonClusterNotFound,
+		{"gone", c}:                  "Failed/" + fleetv1.ReasonClusterNotFound,
+		{"gone", "no-such-node"}:     "Failed/" + fleetv1.ReasonClusterNotFound,
 	}
 	for k, w := range want {
 		res := result(op, k[0], k[1])
@@ -172,7 +172,7 @@ func TestClustersThatCannotBeActedOn(t *testing.T) {
 	// A cluster selected by label that does not exist gives no result; a
 	// named one with nodes by selector gives one result for node "*".
 	op = f.run(fleetv1.NodeOperationSpec{Clusters: names("gone"), Nodes: fleetv1.NodeTargets{Selector: &metav1.LabelSelector{}}, Action: fleetv1.ActionCordon})
-	if res := result(op, "gone", nodeoperation.AnyNode); res.Reason != nodeoperation.ReasonClusterNotFound || op.Status.Counts.Total != 1 {
+	if res := result(op, "gone", nodeoperation.AnyNode); res.Reason != fleetv1.ReasonClusterNotFound || op.Status.Counts.Total != 1 {
 		t.Errorf("unknown cluster by name with a node selector: %+v", op.Status)
 	}
 }

@@ -228,15 +228,15 @@ func (r *Reconciler) runCluster(ctx context.Context, op *fleetv1.NodeOperation, 
 	}
 	if access.State != managedcluster.MemberReady {
 		reason := map[managedcluster.MemberState]string{
-			managedcluster.MemberPaused:       ReasonClusterPaused,
-			managedcluster.MemberDisconnected: ReasonClusterDisconnected,
-			managedcluster.MemberUnknown:      ReasonClusterNotFound,
+			managedcluster.MemberPaused:       fleetv1.ReasonClusterPaused,
+			managedcluster.MemberDisconnected: fleetv1.ReasonClusterDisconnected,
+			managedcluster.MemberUnknown:      fleetv1.ReasonClusterNotFound,
 		}[access.State]
 		if reason == "" {
-			reason = ReasonClusterNotReady
+			reason = fleetv1.ReasonClusterNotReady
 		}
 		phase := fleetv1.OperationSkipped
-		if reason == ReasonClusterNotFound {
+		if reason == fleetv1.ReasonClusterNotFound {
 			phase = fleetv1.OperationFailed
 		}
 		msg := fmt.Sprintf("cluster %s cannot be acted on: %s (%s)", ct.name, access.Message, access.Reason)
@@ -251,7 +251,7 @@ func (r *Reconciler) runCluster(ctx context.Context, op *fleetv1.NodeOperation, 
 	cs, err := kubernetes.NewForConfig(access.Config)
 	if err != nil {
 		for _, n := range todo {
-			t.end(ct.name, n.node, failed(ReasonClusterNotReady, "member client: %v", err))
+			t.end(ct.name, n.node, failed(fleetv1.ReasonClusterNotReady, "member client: %v", err))
 		}
 		return
 	}

@@ -152,7 +152,7 @@ func (a *actor) drain(ctx context.Context, node string, started time.Time) outco
 			earlier = plan.leaving
 		}
 		if len(plan.blocked) > 0 {
-			return failed(ReasonDrainBlocked, "%s", plan.blockedMessage())
+			return failed(fleetv1.ReasonDrainBlocked, "%s", plan.blockedMessage())
 		}
 		if a.spec.DryRun {
 			var names []string
@@ -162,7 +162,7 @@ func (a *actor) drain(ctx context.Context, node string, started time.Time) outco
 			return dryRun("would cordon and evict %d pods (%s), leave %d DaemonSet pods", len(names), listOf(names), plan.daemonSet)
 		}
 		if len(plan.evict) == 0 {
-			return succeeded(ReasonDrained, "drained: %d pods evicted, %d already terminating, %d DaemonSet pods left", evicted, earlier, plan.daemonSet)
+			return succeeded(fleetv1.ReasonDrained, "drained: %d pods evicted, %d already terminating, %d DaemonSet pods left", evicted, earlier, plan.daemonSet)
 		}
 		var held []corev1.Pod
 		for _, pod := range plan.evict {
@@ -177,7 +177,7 @@ func (a *actor) drain(ctx context.Context, node string, started time.Time) outco
 			case apierrors.IsTooManyRequests(err):
 				held = append(held, pod)
 			case ctx.Err() != nil:
-				return failed(ReasonMemberError, "stopped")
+				return failed(fleetv1.ReasonMemberError, "stopped")
 			case apierrors.IsForbidden(err):
 				return memberFailure(err, "evicting pods (pods/eviction create)", node)
 			default:
@@ -185,14 +185,14 @@ func (a *actor) drain(ctx context.Context, node string, started time.Time) outco
 			}
 		}
 		if len(held) > 0 && time.Now().After(deadline) {
-			return failed(ReasonDisruptionBudget, "%s", a.heldMessage(ctx, held, timeout, evicted))
+			return failed(fleetv1.ReasonDisruptionBudget, "%s", a.heldMessage(ctx, held, timeout, evicted))
 		}
 		if len(held) == 0 {
 			continue
 		}
 		select {
 		case <-ctx.Done():
-			return failed(ReasonMemberError, "stopped")
+			return failed(fleetv1.ReasonMemberError, "stopped")
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, a.evictionBackoff)

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
-	"github.com/nodemirror/nodemirror/controllers/nodeoperation"
 	"github.com/nodemirror/nodemirror/test/framework"
 )
 
@@ -145,7 +144,7 @@ func TestDrainHonoursBudgets(t *testing.T) {
 	// Without the options, kubectl's refusals.
 	op := f.run(drainSpec("east", node, fleetv1.DrainOptions{}))
 	res := result(op, "east", node)
-	if res.Reason != nodeoperation.ReasonDrainBlocked {
+	if res.Reason != fleetv1.ReasonDrainBlocked {
 		t.Fatalf("drain without options: %+v", res)
 	}
 	for _, want := range []string{"DaemonSet-managed", w.ns + "/agent", "emptyDir", w.ns + "/cache-1", "not managed by a controller", w.ns + "/lonely"} {
@@ -163,7 +162,7 @@ func TestDrainHonoursBudgets(t *testing.T) {
 		s.DryRun = true
 		return s
 	}())
-	if res := result(op, "east", node); res.Reason != nodeoperation.ReasonDryRun || !strings.Contains(res.Message, "evict 4 pods") || w.gone("web-1") {
+	if res := result(op, "east", node); res.Reason != fleetv1.ReasonDryRun || !strings.Contains(res.Message, "evict 4 pods") || w.gone("web-1") {
 		t.Errorf("dry run drain: %+v", res)
 	}
 
@@ -184,7 +183,7 @@ func TestDrainHonoursBudgets(t *testing.T) {
 	})
 	op = f.wait(name)
 	res = result(op, "east", node)
-	if res.Phase != fleetv1.OperationFailed || res.Reason != nodeoperation.ReasonDisruptionBudget ||
+	if res.Phase != fleetv1.OperationFailed || res.Reason != fleetv1.ReasonDisruptionBudget ||
 		!strings.Contains(res.Message, "pod "+w.ns+"/db-0 (PodDisruptionBudget "+w.ns+"/db)") || !strings.Contains(res.Message, "3 pods evicted") {
 		t.Errorf("budget-held drain: %+v", res)
 	}
@@ -226,7 +225,7 @@ func TestDrainResumesAfterRestart(t *testing.T) {
 	if op.Status.Phase != fleetv1.OperationSucceeded || op.Status.Counts != counts(2, 2, 0, 0) {
 		t.Fatalf("after the restart: %s %+v %+v", op.Status.Phase, op.Status.Counts, op.Status.Results)
 	}
-	if res := result(op, "east", a); res.Reason != nodeoperation.ReasonDrained || !strings.Contains(res.Message, "1 pods evicted, 1 already terminating") {
+	if res := result(op, "east", a); res.Reason != fleetv1.ReasonDrained || !strings.Contains(res.Message, "1 pods evicted, 1 already terminating") {
 		t.Errorf("resumed node: %+v", res)
 	}
 	if !w.gone("db-0") {

@@ -18,50 +18,6 @@ import (
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
 
-// Reasons of a node's result.
-const (
-	// ReasonChanged: the node was changed as asked.
-	ReasonChanged = "Changed"
-	// ReasonUnchanged: the node already was as asked; nothing was written.
-	ReasonUnchanged = "Unchanged"
-	// ReasonDrained: the node is cordoned and its pods were evicted.
-	ReasonDrained = "Drained"
-	// ReasonDryRun: spec.dryRun; the message says what would be done.
-	ReasonDryRun = "DryRun"
-	// ReasonNodeNotFound: no mirrored node of that name in the cluster,
-	// or the member has no such node.
-	ReasonNodeNotFound = "NodeNotFound"
-	// ReasonClusterNotFound: no ManagedCluster of that name in the
-	// operation's namespace.
-	ReasonClusterNotFound = "ClusterNotFound"
-	// ReasonClusterPaused: the ManagedCluster is paused.
-	ReasonClusterPaused = "ClusterPaused"
-	// ReasonClusterDisconnected: the member does not answer healthy.
-	ReasonClusterDisconnected = "ClusterDisconnected"
-	// ReasonClusterNotReady: the cluster's member access is not usable
-	// (refused kubeconfig, or the cluster never connected).
-	ReasonClusterNotReady = "ClusterNotReady"
-	// ReasonForbidden: the member's RBAC forbids the action: apply
-	// config/member-operations on the member.
-	ReasonForbidden = "Forbidden"
-	// ReasonDisruptionBudget: evictions were refused by
-	// PodDisruptionBudgets until the drain timeout.
-	ReasonDisruptionBudget = "DisruptionBudget"
-	// ReasonDrainBlocked: pods on the node stop the drain unless a drain
-	// option allows them (DaemonSet pods, emptyDir data, unmanaged pods).
-	ReasonDrainBlocked = "DrainBlocked"
-	// ReasonMemberError: the member failed the request for another reason.
-	ReasonMemberError = "MemberError"
-)
-
-// Reasons of an operation's conditions.
-const (
-	ReasonPending   = "Pending"
-	ReasonRunning   = "Running"
-	ReasonSucceeded = "Succeeded"
-	ReasonFailed    = "Failed"
-)
-
 // resultKey identifies a node's result.
 type resultKey struct{ cluster, node string }
 
@@ -159,17 +115,17 @@ func setConditions(st *fleetv1.NodeOperationStatus, generation int64) {
 	progress := fmt.Sprintf("%d of %d nodes done: %d succeeded, %d failed, %d skipped", c.Succeeded+c.Failed+c.Skipped, c.Total, c.Succeeded, c.Failed, c.Skipped)
 	switch st.Phase {
 	case fleetv1.OperationSucceeded:
-		set(fleetv1.ConditionReady, metav1.ConditionTrue, ReasonSucceeded, progress)
-		set(fleetv1.ConditionReconciling, metav1.ConditionFalse, ReasonSucceeded, "finished")
-		set(fleetv1.ConditionStalled, metav1.ConditionFalse, ReasonSucceeded, "finished")
+		set(fleetv1.ConditionReady, metav1.ConditionTrue, fleetv1.OperationSucceeded, progress)
+		set(fleetv1.ConditionReconciling, metav1.ConditionFalse, fleetv1.OperationSucceeded, "finished")
+		set(fleetv1.ConditionStalled, metav1.ConditionFalse, fleetv1.OperationSucceeded, "finished")
 	case fleetv1.OperationFailed:
-		set(fleetv1.ConditionReady, metav1.ConditionFalse, ReasonFailed, progress)
-		set(fleetv1.ConditionReconciling, metav1.ConditionFalse, ReasonFailed, "finished")
-		set(fleetv1.ConditionStalled, metav1.ConditionTrue, ReasonFailed, progress+"; see status.results")
+		set(fleetv1.ConditionReady, metav1.ConditionFalse, fleetv1.OperationFailed, progress)
+		set(fleetv1.ConditionReconciling, metav1.ConditionFalse, fleetv1.OperationFailed, "finished")
+		set(fleetv1.ConditionStalled, metav1.ConditionTrue, fleetv1.OperationFailed, progress+"; see status.results")
 	default:
-		reason := ReasonRunning
+		reason := fleetv1.OperationRunning
 		if st.Phase == fleetv1.OperationPending {
-			reason, progress = ReasonPending, "resolving targets"
+			reason, progress = fleetv1.OperationPending, "resolving targets"
 		}
 		set(fleetv1.ConditionReady, metav1.ConditionFalse, reason, progress)
 		set(fleetv1.ConditionReconciling, metav1.ConditionTrue, reason, progress)
@@ -260,13 +216,13 @@ func (t *tracker) setTargets(targets []clusterTarget) {
 		}
 		for _, n := range ct.notMirrored {
 			if ct.missing {
-				add(ct.name, n, fleetv1.OperationFailed, ReasonClusterNotFound, fmt.Sprintf("no ManagedCluster %s in namespace %s", ct.name, t.op.Namespace))
+				add(ct.name, n, fleetv1.OperationFailed, fleetv1.ReasonClusterNotFound, fmt.Sprintf("no ManagedCluster %s in namespace %s", ct.name, t.op.Namespace))
 			} else {
-				add(ct.name, n, fleetv1.OperationFailed, ReasonNodeNotFound, fmt.Sprintf("cluster %s mirrors no node %s (no NodeSnapshot: not on the member, or outside the cluster's spec.nodeSelector)", ct.name, n))
+				add(ct.name, n, fleetv1.OperationFailed, fleetv1.ReasonNodeNotFound, fmt.Sprintf("cluster %s mirrors no node %s (no NodeSnapshot: not on the member, or outside the cluster's spec.nodeSelector)", ct.name, n))
 			}
 		}
 		if ct.missing && len(ct.notMirrored) == 0 {
-			add(ct.name, AnyNode, fleetv1.OperationFailed, ReasonClusterNotFound, fmt.Sprintf("no ManagedCluster %s in namespace %s", ct.name, t.op.Namespace))
+			add(ct.name, AnyNode, fleetv1.OperationFailed, fleetv1.ReasonClusterNotFound, fmt.Sprintf("no ManagedCluster %s in namespace %s", ct.name, t.op.Namespace))
 		}
 	}
 	t.targets = describe(targets)

@@ -25,15 +25,15 @@ func TestResultsTrimmedFor5000Nodes(t *testing.T) {
 	for i := range nodes {
 		r := fleetv1.NodeResult{
 			Cluster: fmt.Sprintf("cluster-%02d", i%50), Node: fmt.Sprintf("ip-10-0-%d-%d.eu-west-1.compute.internal", i/250, i%250),
-			Phase: fleetv1.OperationSucceeded, Reason: ReasonDrained, StartTime: ts, CompletionTime: ts,
+			Phase: fleetv1.OperationSucceeded, Reason: fleetv1.ReasonDrained, StartTime: ts, CompletionTime: ts,
 		}
 		switch {
 		case i%10 == 0:
-			r.Phase, r.Reason = fleetv1.OperationFailed, ReasonDisruptionBudget
+			r.Phase, r.Reason = fleetv1.OperationFailed, fleetv1.ReasonDisruptionBudget
 		case i%10 == 1:
 			r.Phase, r.Reason, r.CompletionTime = fleetv1.OperationRunning, "", nil
 		case i%25 == 2:
-			r.Phase, r.Reason = fleetv1.OperationSkipped, ReasonClusterPaused
+			r.Phase, r.Reason = fleetv1.OperationSkipped, fleetv1.ReasonClusterPaused
 		}
 		r.Message = truncate(long, fleetv1.MaxNodeOperationMessage)
 		results = append(results, r)
