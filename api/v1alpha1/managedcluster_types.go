@@ -163,6 +163,13 @@ type ManagedClusterStatus struct {
 	Credential *MemberCredential `json:"credential,omitempty"`
 }
 
+// Types of a member credential (MemberCredential.Type).
+const (
+	CredentialTypeToken             = "Token"
+	CredentialTypeClientCertificate = "ClientCertificate"
+	CredentialTypeNone              = "None"
+)
+
 // MemberCredential describes the credential of a member kubeconfig.
 type MemberCredential struct {
 	// Type is Token or ClientCertificate; None for anything else (an exec

@@ -80,12 +80,9 @@ func (r *Reconciler) memberInput(ctx context.Context, mc *fleetv1.ManagedCluster
 // cannot be read is left out: the member's answer is what counts.
 func credentialOf(cfg *rest.Config) fleetv1.MemberCredential {
 	expiry, kind, err := member.CredentialExpiry(cfg)
-	c := fleetv1.MemberCredential{Type: "None"}
-	switch kind {
-	case member.CredentialToken:
-		c.Type = "Token"
-	case member.CredentialClientCertificate:
-		c.Type = "ClientCertificate"
+	c := fleetv1.MemberCredential{Type: kind}
+	if kind == "" {
+		c.Type = fleetv1.CredentialTypeNone
 	}
 	if err == nil && !expiry.IsZero() {
 		c.ExpiresAt = &metav1.Time{Time: expiry.Truncate(time.Second)}

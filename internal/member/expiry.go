@@ -15,15 +15,17 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
 
 // Kinds of credential CredentialExpiry reports.
 const (
 	// CredentialToken is a bearer token (BearerToken or BearerTokenFile).
-	CredentialToken = "token"
+	CredentialToken = fleetv1.CredentialTypeToken
 	// CredentialClientCertificate is a TLS client certificate (CertData or
 	// CertFile).
-	CredentialClientCertificate = "client-certificate"
+	CredentialClientCertificate = fleetv1.CredentialTypeClientCertificate
 )
 
 // MaxCredentialBytes bounds what CredentialExpiry reads and decodes: a
