@@ -8,8 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
@@ -34,12 +32,7 @@ var _ = Describe("Member credentials", func() {
 		token, err := framework.Token(ctx, member1, "default", f.label)
 		Expect(err).NotTo(HaveOccurred())
 		asked := time.Now()
-		cfg := clientcmdapi.NewConfig()
-		cfg.Clusters["m"] = &clientcmdapi.Cluster{Server: member1Env.Config.Host, CertificateAuthorityData: member1Env.Config.CAData}
-		cfg.AuthInfos["m"] = &clientcmdapi.AuthInfo{Token: token}
-		cfg.Contexts["m"] = &clientcmdapi.Context{Cluster: "m", AuthInfo: "m"}
-		cfg.CurrentContext = "m"
-		raw, err := clientcmd.Write(*cfg)
+		raw, err := framework.TokenKubeconfig(member1Env.Config.Host, member1Env.Config.CAData, token)
 		Expect(err).NotTo(HaveOccurred())
 
 		f.secret("token-kubeconfig", raw)

@@ -25,7 +25,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
@@ -323,14 +322,14 @@ func writeTokenKubeconfig(admin []byte, token, path string) error {
 	if err != nil {
 		return err
 	}
-	out := clientcmdapi.NewConfig()
-	for name, c := range cfg.Clusters {
-		out.Clusters[name] = c
-		out.AuthInfos["nodemirror-hub"] = &clientcmdapi.AuthInfo{Token: token}
-		out.Contexts["member"] = &clientcmdapi.Context{Cluster: name, AuthInfo: "nodemirror-hub"}
+	for _, c := range cfg.Clusters {
+		raw, err := controlplane.TokenKubeconfig(c.Server, c.CertificateAuthorityData, token)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(path, raw, 0o600)
 	}
-	out.CurrentContext = "member"
-	return clientcmd.WriteToFile(*out, path)
+	return fmt.Errorf("the admin kubeconfig names no cluster")
 }
 
 func fileLogger(f *os.File) logr.Logger {

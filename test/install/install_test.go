@@ -22,8 +22,6 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
@@ -344,13 +342,12 @@ func writeAdminKubeconfig(t *testing.T, env *envtest.Environment, dir string) st
 // writeTokenKubeconfig stands in for the in-cluster config: the API
 // server, its CA and a ServiceAccount token, as a pod gets them mounted.
 func writeTokenKubeconfig(t *testing.T, hub *rest.Config, dir, name, token string) string {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["hub"] = &clientcmdapi.Cluster{Server: hub.Host, CertificateAuthorityData: hub.CAData}
-	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
-	cfg.Contexts["hub"] = &clientcmdapi.Context{Cluster: "hub", AuthInfo: name}
-	cfg.CurrentContext = "hub"
+	raw, err := framework.TokenKubeconfig(hub.Host, hub.CAData, token)
+	if err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(dir, name+".kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // WithForeignCA returns kubeconfig with its clusters' CA replaced by a new
@@ -52,5 +53,17 @@ func WithServer(kubeconfig []byte, server string) ([]byte, error) {
 	for _, c := range cfg.Clusters {
 		c.Server = server
 	}
+	return clientcmd.Write(*cfg)
+}
+
+// TokenKubeconfig is a kubeconfig that reaches server, trusting caData,
+// as the owner of token: a ServiceAccount's view of an API server, the way
+// a pod gets it mounted or a member registration holds it.
+func TokenKubeconfig(server string, caData []byte, token string) ([]byte, error) {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["cluster"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caData}
+	cfg.AuthInfos["user"] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["default"] = &clientcmdapi.Context{Cluster: "cluster", AuthInfo: "user"}
+	cfg.CurrentContext = "default"
 	return clientcmd.Write(*cfg)
 }
