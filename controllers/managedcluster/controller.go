@@ -96,6 +96,9 @@ type Reconciler struct {
 	MemberBurst int
 	// WriteBudget gives each cluster its share of the hub write budget.
 	WriteBudget *session.WriteBudget
+	// WriteGate bounds the hub writes in flight and shares them between
+	// clusters.
+	WriteGate *session.WriteGate
 	// MaxNodesPerCluster caps each cluster's snapshots (0: no cap).
 	MaxNodesPerCluster int
 	// Probe, Workers and NotifyInterval tune every session.
@@ -256,6 +259,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 			Probe:          r.Probe,
 			MaxNodes:       r.MaxNodesPerCluster,
 			WriteBudget:    r.WriteBudget,
+			WriteGate:      r.WriteGate,
 			Workers:        r.Workers,
 			NotifyInterval: r.NotifyInterval,
 			OnChange:       r.onSessionChange(key.Namespace, key.Name),

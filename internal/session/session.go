@@ -50,10 +50,14 @@ type Config struct {
 	// WriteBudget, shared by all sessions, gives each cluster its own share
 	// of the hub write budget (nil: no per-cluster limit).
 	WriteBudget *WriteBudget
+	// WriteGate, shared by all sessions, bounds the hub writes in flight
+	// and shares them fairly between clusters (nil: not bounded).
+	WriteGate *WriteGate
 	// MaxNodes caps the cluster's snapshots (0: no cap): nodes past it are
 	// not mirrored, and Status says how many.
 	MaxNodes int
-	// Workers write snapshots concurrently (different nodes only). Default 2.
+	// Workers write snapshots concurrently (different nodes only): the
+	// most writes this cluster has in flight. Default 16.
 	Workers int
 	// OnChange is called when Status changes, at most once per
 	// NotifyInterval (default 1s). It may block until ctx is done.
@@ -124,7 +128,7 @@ type listError struct {
 // cancelled or Stop is called.
 func Start(ctx context.Context, cfg Config) (*Session, error) {
 	if cfg.Workers <= 0 {
-		cfg.Workers = 2
+		cfg.Workers = 16
 	}
 	if cfg.NotifyInterval <= 0 {
 		cfg.NotifyInterval = time.Second
@@ -169,7 +173,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	s.writer = newWriter(&writer{
 		cluster: cfg.Cluster, owner: cfg.Owner, filter: cfg.Filter,
 		hub: cfg.Hub, hubReader: cfg.HubReader, metrics: s.metrics, clock: cfg.Clock,
-		budget: cfg.WriteBudget, maxNodes: cfg.MaxNodes, requeue: func(node string) { s.queue.Add(node) }, capChanged: s.notify,
+		budget: cfg.WriteBudget, gate: cfg.WriteGate, maxNodes: cfg.MaxNodes, requeue: func(node string) { s.queue.Add(node) }, capChanged: s.notify,
 		node: func(name string) (*mirroredNode, bool, error) {
 			obj, exists, err := s.informer.GetStore().GetByKey(name)
 			if !exists || err != nil {

@@ -39,6 +39,8 @@ type writer struct {
 	clock   clock.PassiveClock
 	// budget paces this cluster's hub writes (nil: not paced).
 	budget *WriteBudget
+	// gate bounds the writes in flight across clusters (nil: not bounded).
+	gate *WriteGate
 	// maxNodes caps the snapshots of the cluster (0: no cap); requeue
 	// hands a node back to the queue when a place frees up, and
 	// capChanged tells the session that the count left out changed.
@@ -266,11 +268,13 @@ func (w *writer) syncNode(ctx context.Context, node string) error {
 	}
 	if !exists {
 		if onHub {
-			if err := w.budget.Wait(ctx, w.cluster.String()); err != nil {
+			if err := w.admit(ctx); err != nil {
 				return err
 			}
 			snap := &fleetv1.NodeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: have.name, Namespace: w.cluster.Namespace}}
-			if err := w.hub.Delete(ctx, snap); err != nil && !apierrors.IsNotFound(err) {
+			err := w.hub.Delete(ctx, snap)
+			w.gate.Release()
+			if err != nil && !apierrors.IsNotFound(err) {
 				return err
 			}
 			w.metrics.deletes.Inc()
@@ -299,7 +303,7 @@ func (w *writer) syncNode(ctx context.Context, node string) error {
 		status, digest = &st, projection.Digest(&st)
 	}
 	snap := w.snapshot(node, *status, digest)
-	if err := w.budget.Wait(ctx, w.cluster.String()); err != nil {
+	if err := w.admit(ctx); err != nil {
 		return err
 	}
 	if onHub {
@@ -309,6 +313,7 @@ func (w *writer) syncNode(ctx context.Context, node string) error {
 		snap.Name, snap.ResourceVersion = have.name, have.resourceVersion
 	}
 	snap.ResourceVersion, err = w.apply(ctx, snap)
+	w.gate.Release()
 	switch {
 	case err != nil:
 	case onHub:
@@ -330,6 +335,15 @@ func (w *writer) syncNode(ctx context.Context, node string) error {
 	// Keep the projection if a newer one replaced it meanwhile.
 	m.pending.CompareAndSwap(status, nil)
 	return nil
+}
+
+// admit waits for this cluster's turn to write to the hub: its own rate
+// budget, then a slot of the shared gate, which the caller releases.
+func (w *writer) admit(ctx context.Context) error {
+	if err := w.budget.Wait(ctx, w.cluster.String()); err != nil {
+		return err
+	}
+	return w.gate.Acquire(ctx, w.cluster.String())
 }
 
 // wrote records what the hub now holds for a node (nil: nothing) and

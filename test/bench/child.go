@@ -24,6 +24,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/nodemirror/nodemirror/internal/operator"
 	"github.com/nodemirror/nodemirror/internal/sidecar"
 	"github.com/nodemirror/nodemirror/test/framework"
 )
@@ -93,12 +94,15 @@ func runChild(role string, args []string) error {
 
 	switch role {
 	case "operator":
-		stopOperator, err := framework.StartOperator(ctx, cfg)
-		if err != nil {
+		// The operator as it ships, at its default flags, but for what a
+		// hub on one host needs: members on 127.0.0.1, no metrics and
+		// probe listeners.
+		o := operator.Defaults()
+		o.MetricsAddr, o.ProbeAddr = "0", "0"
+		if err := o.AllowCIDRs.Set("127.0.0.1/32"); err != nil {
 			return err
 		}
-		<-ctx.Done()
-		return stopOperator()
+		return operator.Run(ctx, cfg, o, ctrl.Log)
 	case "sidecar":
 		s, err := sidecar.New(cfg, sidecar.Options{InsecureNoAuth: true, MaxConnsPerUser: 100000, Log: logr.Discard()})
 		if err != nil {

@@ -48,7 +48,7 @@ var full = sizes{
 	HeartbeatInterval: 10 * time.Second, HeartbeatDuration: 2 * time.Minute,
 	SingleChanges: 100, Bursts: 10, BurstSize: 10,
 	LatencyRates: []int{0, 100, 1000}, LatencyDuration: 10 * time.Second, IdleSamples: 50,
-	FanoutClients: []int{1, 100, 1000}, FanoutRate: 100, FanoutDuration: 5 * time.Second, FanoutObjects: 100,
+	FanoutClients: []int{1, 100, 1000}, FanoutRate: 20, FanoutDuration: 10 * time.Second, FanoutObjects: 100,
 	IdleClients: 1000, ReadRequests: 30,
 }
 

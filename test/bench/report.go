@@ -118,12 +118,27 @@ func summary(r *results, file string) string {
 	if r.ran("mirror") {
 		fmt.Fprintf(&b, "| NodeSnapshot JSON size | median %s, p99 %s | full Node: median %s, p99 %s | median ≤ 1.5 KB: %s |\n", kb(float64(mem.SnapshotJSONMedian)), kb(float64(mem.SnapshotJSONP99)), kb(float64(mem.NodeJSONMedian)), kb(float64(mem.NodeJSONP99)), check(mem.SnapshotJSONMedian <= 1536))
 	}
-	for _, f := range r.Fanout {
-		target := "—"
-		if f.Clients == r.Sizes.FanoutClients[len(r.Sizes.FanoutClients)-1] && f.Clients >= 1000 {
-			target = fmt.Sprintf("p99 ≤ 100 ms: %s", check(f.Delivery.P99 <= 100 && f.Deliveries == f.Expected))
+	for _, n := range r.Sizes.FanoutClients {
+		side, direct := r.fanoutAt(n)
+		if side == nil {
+			continue
 		}
-		fmt.Fprintf(&b, "| fan-out to %d clients at %d changes/s (achieved %.0f) | p50 %.1f ms, p99 %.1f ms (%d/%d delivered; sidecar CPU %.2f cores, %.1f µs per delivery) | hub watches open: %d + %d | %s |\n", f.Clients, f.Rate, f.Achieved, f.Delivery.P50, f.Delivery.P99, f.Deliveries, f.Expected, f.SidecarCores, f.CPUPerDelivery, r.FanoutWatch["nodesnapshots"], r.FanoutWatch["managedclusters"], target)
+		var base []string
+		for _, d := range direct {
+			base = append(base, fmt.Sprintf("%s: %s", d.Via, d.delivered()))
+		}
+		targets := []string{fmt.Sprintf("ahead of direct watches: %s", check(side.ahead(direct)))}
+		if hub := bestHubCPU(direct); hub > 0 {
+			base = append(base, fmt.Sprintf("API server CPU %.1f µs per delivery", hub))
+			if n >= 1000 {
+				targets = append(targets, fmt.Sprintf("CPU per delivery ≤ 0.25× the API server's (×%.2f): %s", side.CPUPerDelivery/hub, check(side.CPUPerDelivery <= hub/4)))
+			}
+		}
+		if n >= 1000 {
+			targets = append(targets, fmt.Sprintf("p99 ≤ 100 ms: %s", check(side.Delivery.P99 <= 100 && side.Deliveries == side.Expected)))
+		}
+		fmt.Fprintf(&b, "| fan-out to %d clients at %d changes/s | %s; sidecar CPU %.1f µs per delivery; hub watches open: %d + %d | %s | %s |\n",
+			n, side.Rate, side.delivered(), side.CPUPerDelivery, r.FanoutWatch["nodesnapshots"], r.FanoutWatch["managedclusters"], strings.Join(base, "; "), strings.Join(targets, "; "))
 	}
 	if o := r.Operations; o != nil {
 		fmt.Fprintf(&b, "| cordon %d nodes of %d clusters, one NodeOperation → last row at a websocket client | %.1f s (Succeeded in status at %.1f s; %d succeeded, %d failed) | the same cordons patched on the members from one client, 10 at a time: %.1f s (×%.2f) | — |\n",
@@ -158,6 +173,14 @@ func markdown(r *results) string {
 		}
 		b.WriteString("\n(Rate 0 is one change at a time, each waited for.)\n")
 	}
+	if len(r.Fanout) > 0 {
+		b.WriteString("\n## Fan-out rounds\n\nThe same changes, at the same rate, to N clients watching through the sidecar or straight on the hub API server (one connection per client).\n\n" +
+			"| clients | via | achieved changes/s | delivered | streams ended | p50 / p99 ms | serving process CPU (cores, µs per delivery) | hub API server CPU (cores, µs per delivery) |\n|---|---|---|---|---|---|---|---|\n")
+		for _, f := range r.Fanout {
+			fmt.Fprintf(&b, "| %d | %s | %.1f | %d / %d | %d | %s | %.2f, %.1f | %.2f, %.1f |\n", f.Clients, f.Via, f.Achieved, f.Deliveries, f.Expected, f.Ended,
+				f.Delivery.pair(f.Delivery.P50, f.Delivery.P99), f.ServerCores, f.CPUPerDelivery, f.HubCores, f.HubCPUPerDelivery)
+		}
+	}
 	b.WriteString("\n## Sizes used\n\n```json\n")
 	sz, _ := json.MarshalIndent(r.Sizes.readable(), "", "  ")
 	b.Write(sz)
@@ -169,6 +192,55 @@ func markdown(r *results) string {
 		}
 	}
 	return b.String()
+}
+
+// fanoutAt returns the sidecar round and the direct rounds for n clients.
+func (r *results) fanoutAt(n int) (side *fanoutRun, direct []fanoutRun) {
+	for i, f := range r.Fanout {
+		switch {
+		case f.Clients != n:
+		case f.Via == viaSidecar:
+			side = &r.Fanout[i]
+		default:
+			direct = append(direct, f)
+		}
+	}
+	return side, direct
+}
+
+// delivered is a round's latency and how much of it arrived.
+func (f fanoutRun) delivered() string {
+	s := fmt.Sprintf("%s (%d/%d delivered", f.Delivery.p50p99(), f.Deliveries, f.Expected)
+	if f.Ended > 0 {
+		s += fmt.Sprintf(", %d streams ended by the server", f.Ended)
+	}
+	return s + ")"
+}
+
+// ahead reports whether the sidecar round delivered everything, sooner at
+// p99 than every direct round.
+func (f fanoutRun) ahead(direct []fanoutRun) bool {
+	if f.Deliveries != f.Expected || len(direct) == 0 {
+		return false
+	}
+	for _, d := range direct {
+		if d.Deliveries == d.Expected && d.Delivery.P99 < f.Delivery.P99 {
+			return false
+		}
+	}
+	return true
+}
+
+// bestHubCPU is the API server's lowest CPU per delivery among the direct
+// rounds: the baseline most in its favour.
+func bestHubCPU(direct []fanoutRun) float64 {
+	best := 0.0
+	for _, d := range direct {
+		if d.Deliveries > 0 && (best == 0 || d.HubCPUPerDelivery < best) {
+			best = d.HubCPUPerDelivery
+		}
+	}
+	return best
 }
 
 // readable is sizes with durations spelled out.
