@@ -27,10 +27,10 @@ type Options struct {
 	ClusterWriteBurst int
 	// WriteConcurrency bounds the snapshot writes in flight (0: no bound).
 	WriteConcurrency int
-	MemberQPS         float64
-	MemberBurst       int
-	OperationQPS      float64
-	OperationBurst    int
+	MemberQPS        float64
+	MemberBurst      int
+	OperationQPS     float64
+	OperationBurst   int
 
 	AllowExecAndFiles bool
 	AllowProxy        bool
