@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
@@ -408,18 +407,48 @@ func (w *writer) snapshot(node string, status fleetv1.NodeSnapshotStatus, digest
 // set (labels, annotations) is theirs and stays; what the operator set
 // before and leaves out now (a label removed from the node) goes. It
 // returns the new resourceVersion.
+//
+// Two choices spare the hub work on every write, which bounds how fast
+// snapshots can follow their nodes: the body comes from typed structs, so
+// it cannot hold an unknown field and field validation (a second, strict
+// parse of the patch on the API server) is skipped; and only metadata is
+// asked back, since the resourceVersion is all the writer keeps.
 func (w *writer) apply(ctx context.Context, snap *fleetv1.NodeSnapshot) (string, error) {
-	raw, err := json.Marshal(snap)
+	raw, err := json.Marshal(applyBody{
+		APIVersion: fleetv1.GroupVersion.String(), Kind: "NodeSnapshot",
+		Metadata: applyMeta{
+			Name: snap.Name, Namespace: snap.Namespace, ResourceVersion: snap.ResourceVersion,
+			Labels: snap.Labels, Annotations: snap.Annotations, OwnerReferences: snap.OwnerReferences,
+		},
+		Spec: &snap.Spec, Status: &snap.Status,
+	})
 	if err != nil {
 		return "", err
 	}
-	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(raw); err != nil {
+	m := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: snap.Namespace, Name: snap.Name}}
+	m.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshot"))
+	if err := w.hub.Patch(ctx, m, client.RawPatch(types.ApplyPatchType, raw),
+		client.FieldOwner(fleetv1.FieldManager), client.ForceOwnership, client.FieldValidation(metav1.FieldValidationIgnore)); err != nil {
 		return "", err
 	}
-	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
-	if err := w.hub.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(fleetv1.FieldManager), client.ForceOwnership); err != nil {
-		return "", err
-	}
-	return u.GetResourceVersion(), nil
+	return m.ResourceVersion, nil
+}
+
+// applyBody is a NodeSnapshot as the operator applies it: only the fields
+// it owns (no creationTimestamp, which ObjectMeta would send as null).
+type applyBody struct {
+	APIVersion string                      `json:"apiVersion"`
+	Kind       string                      `json:"kind"`
+	Metadata   applyMeta                   `json:"metadata"`
+	Spec       *fleetv1.NodeSnapshotSpec   `json:"spec"`
+	Status     *fleetv1.NodeSnapshotStatus `json:"status"`
+}
+
+type applyMeta struct {
+	Name            string                  `json:"name"`
+	Namespace       string                  `json:"namespace"`
+	ResourceVersion string                  `json:"resourceVersion,omitempty"`
+	Labels          map[string]string       `json:"labels,omitempty"`
+	Annotations     map[string]string       `json:"annotations,omitempty"`
+	OwnerReferences []metav1.OwnerReference `json:"ownerReferences,omitempty"`
 }

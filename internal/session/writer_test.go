@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -72,10 +71,14 @@ func newWriterFixture(t *testing.T, existing ...client.Object) *writerFixture {
 			}
 			return c.Create(ctx, obj, opts...)
 		},
-		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			if patch.Type() != types.ApplyPatchType {
+				return c.Patch(ctx, obj, patch, opts...)
+			}
 			// The writer applies: with a resourceVersion to update what it
-			// knows is there, without one to create.
-			raw, err := json.Marshal(obj)
+			// knows is there, without one to create. The fake client
+			// applies typed configurations only: hand it the same body.
+			raw, err := patch.Data(obj)
 			if err != nil {
 				return err
 			}
@@ -90,7 +93,11 @@ func newWriterFixture(t *testing.T, existing ...client.Object) *writerFixture {
 			if err := record(verb, u); err != nil {
 				return err
 			}
-			return c.Apply(ctx, obj, opts...)
+			if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(fleetv1.FieldManager), client.ForceOwnership); err != nil {
+				return err
+			}
+			obj.SetResourceVersion(u.GetResourceVersion())
+			return nil
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
 			if err := record("delete", obj); err != nil {

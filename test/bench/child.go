@@ -14,12 +14,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -185,6 +187,33 @@ func (c *child) profile(dir, prefix string, seconds int) (wait func() error) {
 			errs[i] = c.save(fmt.Sprintf("/debug/pprof/%s?seconds=%d", p[0], seconds), filepath.Join(dir, prefix+"."+p[1]+".pprof"))
 		})
 	}
+	return func() error {
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+}
+
+// profileOperatorAndHub saves CPU profiles of the operator and of the hub
+// API server for the next seconds, named after prefix.
+func (e *env) profileOperatorAndHub(ctx context.Context, prefix string, seconds int) (wait func() error) {
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	wg.Go(func() {
+		errs[0] = e.operator.save(fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), filepath.Join(e.profile, prefix+"-operator.cpu.pprof"))
+	})
+	wg.Go(func() {
+		cs, err := kubernetes.NewForConfig(e.hubCfg)
+		if err != nil {
+			errs[1] = err
+			return
+		}
+		body, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).Timeout(time.Duration(seconds+30) * time.Second).DoRaw(ctx)
+		if err != nil {
+			errs[1] = fmt.Errorf("hub API server profile: %w", err)
+			return
+		}
+		errs[1] = os.WriteFile(filepath.Join(e.profile, prefix+"-hub-apiserver.cpu.pprof"), body, 0o644)
+	})
 	return func() error {
 		wg.Wait()
 		return errors.Join(errs...)

@@ -167,9 +167,16 @@ func (e *env) latency(ctx context.Context, res *results) error {
 			}
 		} else {
 			total := rate * int(e.sz.LatencyDuration/time.Second)
+			profiled := func() error { return nil }
+			if e.profile != "" {
+				profiled = e.profileOperatorAndHub(ctx, fmt.Sprintf("latency-%d", rate), int(e.sz.LatencyDuration/time.Second))
+			}
 			if err := paced(ctx, total, rate, 32, func(ctx context.Context, i int) error {
 				return patch(ctx, nodeName(0, 0, i%n))
 			}); err != nil {
+				return err
+			}
+			if err := profiled(); err != nil {
 				return err
 			}
 		}

@@ -9,7 +9,9 @@
 // -only runs some scenarios (with the steps they need), for instance
 // `go run ./test/bench -only fanout`; such a partial run names its results
 // files after what it ran and leaves README.md alone. -profile saves the
-// sidecar's CPU, mutex and block profiles of each fan-out round.
+// sidecar's CPU, mutex and block profiles of each fan-out round, and CPU
+// profiles of the operator and the hub API server during the initial
+// mirror and each latency rate.
 package main
 
 import (
@@ -76,7 +78,7 @@ func main() {
 	small := flag.Bool("quick", false, "Run the quick variant (as make test does).")
 	from := flag.String("render", "", "Do not measure: render the results files and README summary from this results JSON.")
 	only := flag.String("only", "", "Run only these scenarios, comma-separated, and what they need: "+strings.Join(stepNames(), ", ")+". Default: all.")
-	profile := flag.String("profile", "", "Save the sidecar's CPU, mutex and block profiles of each fan-out round in this directory.")
+	profile := flag.String("profile", "", "Save in this directory the sidecar's CPU, mutex and block profiles of each fan-out round, and CPU profiles of the operator and the hub API server during the initial mirror and each latency rate.")
 	flag.Parse()
 	if *from != "" {
 		raw, err := os.ReadFile(*from)

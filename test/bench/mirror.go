@@ -118,6 +118,10 @@ func (e *env) initialMirror(ctx context.Context, res *results) error {
 		return err
 	}
 	defer w.Stop()
+	profiled := func() error { return nil }
+	if e.profile != "" {
+		profiled = e.profileOperatorAndHub(ctx, "mirror", 20)
+	}
 	start = time.Now()
 	for m := range e.sz.Members {
 		for s := range e.sz.ClustersPerMember {
@@ -145,6 +149,9 @@ func (e *env) initialMirror(ctx context.Context, res *results) error {
 	res.Mirror.Seconds = secs(took)
 	res.Mirror.SnapshotsPerSecond = math.Round(float64(total) / took.Seconds())
 	e.log("  operator: %d snapshots in %.1fs (%d/s)", total, res.Mirror.Seconds, int(res.Mirror.SnapshotsPerSecond))
+	if err := profiled(); err != nil {
+		return err
+	}
 	if err := e.waitClustersReady(ctx); err != nil {
 		return err
 	}
