@@ -235,6 +235,11 @@ func (c *connection) subscribe(ctx context.Context, m *protocol.ClientMessage) (
 func (c *connection) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 	defer cancel()
 	var buf []byte // reused: the websocket copies what it sends
+	// Writes get no context (see drain): the connection's end aborts one
+	// in flight by closing the socket.
+	defer context.AfterFunc(ctx, func() { _ = c.ws.CloseNow() })()
+	var wd writeDeadline
+	defer wd.stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -244,7 +249,7 @@ func (c *connection) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 			return
 		case <-c.out.Ready():
 		}
-		if !c.drain(ctx, &buf) {
+		if !c.drain(ctx, &wd, &buf) {
 			return
 		}
 	}
@@ -266,9 +271,11 @@ func (c *connection) sendClose() {
 // close frame follows it. Only if the client still reads nothing is the
 // connection dropped without one: no bytes can reach a peer that does not
 // read.
-func (c *connection) drain(ctx context.Context, buf *[]byte) bool {
-	var wd writeDeadline
-	defer wd.stop()
+//
+// The deadlines live as long as the writer, and the write itself gets no
+// context: a context's timer and cancellation hook per message cost more
+// than the rest of the message's write but the syscall.
+func (c *connection) drain(ctx context.Context, wd *writeDeadline, buf *[]byte) bool {
 	for !c.closeRequested() {
 		it, overflow := c.out.Pop()
 		if overflow {
@@ -281,12 +288,12 @@ func (c *connection) drain(ctx context.Context, buf *[]byte) bool {
 		}
 		// Deadlines are renewed only once a third of them is spent: a
 		// timer per message costs more than the write.
-		if now := c.s.clock.Now(); wd.write == nil || wd.stuckAt.Sub(now) < c.s.opts.WriteTimeout {
-			wd.renew(ctx, now.Add(c.s.opts.WriteTimeout*3/2), c.s.opts.WriteTimeout, c.stuck)
+		if now := c.s.clock.Now(); wd.stuck == nil || wd.stuckAt.Sub(now) < c.s.opts.WriteTimeout {
+			wd.renew(now, c.s.opts.WriteTimeout*3/2, c.s.opts.WriteTimeout, c.stuck, c.abandon)
 		}
 		*buf = it.AppendEncoded((*buf)[:0])
 		c.writing.Store(true)
-		err := c.ws.Write(wd.write, websocket.MessageText, *buf)
+		err := c.ws.Write(context.Background(), websocket.MessageText, *buf)
 		c.writing.Store(false)
 		if err != nil {
 			switch {
@@ -312,35 +319,34 @@ func (c *connection) stuck() {
 	c.requestClose(protocol.CloseResume, "stopped reading: reconnect and resume from your last resourceVersion")
 }
 
-// writeDeadline is the writer's pair of deadlines: at stuckAt the client
-// is given up on, at stuckAt plus a grace the write is abandoned (and the
-// library drops the connection).
-type writeDeadline struct {
-	write      context.Context
-	stuckAt    time.Time
-	cancel     context.CancelFunc
-	cancelSoft context.CancelFunc
-	stopSoft   func() bool
+// abandon is called when the hard write deadline passes: a write still in
+// flight then is given up, and the socket closed under it.
+func (c *connection) abandon() {
+	if c.writing.Load() {
+		_ = c.ws.CloseNow()
+	}
 }
 
-func (d *writeDeadline) renew(parent context.Context, stuckAt time.Time, grace time.Duration, onStuck func()) {
+// writeDeadline is the writer's pair of deadlines: at stuckAt the client
+// is given up on, at stuckAt plus a grace the write is abandoned and the
+// connection dropped.
+type writeDeadline struct {
+	stuckAt        time.Time
+	stuck, abandon *time.Timer // nil until the first renew
+}
+
+// renew sets the deadlines to timeout from now, and grace after that.
+func (d *writeDeadline) renew(now time.Time, timeout, grace time.Duration, onStuck, onAbandon func()) {
 	d.stop()
-	d.stuckAt = stuckAt
-	var soft context.Context
-	soft, d.cancelSoft = context.WithDeadline(context.Background(), stuckAt)
-	d.stopSoft = context.AfterFunc(soft, func() {
-		if errors.Is(soft.Err(), context.DeadlineExceeded) {
-			onStuck()
-		}
-	})
-	d.write, d.cancel = context.WithDeadline(parent, stuckAt.Add(grace))
+	d.stuckAt = now.Add(timeout)
+	d.stuck = time.AfterFunc(timeout, onStuck)
+	d.abandon = time.AfterFunc(timeout+grace, onAbandon)
 }
 
 func (d *writeDeadline) stop() {
-	if d.cancel != nil {
-		d.stopSoft()
-		d.cancelSoft()
-		d.cancel()
+	if d.stuck != nil {
+		d.stuck.Stop()
+		d.abandon.Stop()
 	}
 }
 
