@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -55,6 +56,9 @@ type Broker struct {
 	head, size   int
 	historyStart uint64
 	latest       uint64
+	// advanced, when not nil, is closed (and dropped) the next time latest
+	// moves: resumes from a point not reached yet wait on it.
+	advanced chan struct{}
 	// synced is closed once the first list is stored: until then the
 	// broker holds no state it may hand out.
 	synced chan struct{}
@@ -93,6 +97,14 @@ func newEvent(typ string, obj *Object, pos uint64) event {
 }
 
 var _ cache.ReflectorStore = &Broker{}
+
+// ResumeWait is how long a subscription that resumes from a point past
+// the broker's latest waits for the broker to get there. Such a point
+// comes from another sidecar replica whose hub watch is ahead of this
+// one's: the same hub's resourceVersions, a little later. After the wait
+// the resume is answered from what the broker holds then: the missed
+// events if it reached the point, a 410 and the current state otherwise.
+var ResumeWait = 3 * time.Second
 
 // NewBroker returns an empty broker for one kind that keeps the last
 // historySize events for resuming clients.
@@ -146,6 +158,7 @@ func (b *Broker) Bookmark(resourceVersion string) error {
 		return nil
 	}
 	b.latest = rv
+	b.advance()
 	subs := b.subs
 	b.mu.Unlock()
 	ev := b.bookmark(rv, false)
@@ -175,6 +188,7 @@ func (b *Broker) Replace(items []any, resourceVersion string) error {
 	rv, _ := protocol.ParseResourceVersion(resourceVersion)
 	b.mu.Lock()
 	b.latest = max(b.latest, rv)
+	b.advance()
 	var evs []event
 	for ns, objs := range b.objects {
 		for name, old := range objs {
@@ -228,6 +242,7 @@ func (b *Broker) apply(typ string, item any) error {
 	defer b.wmu.Unlock()
 	b.mu.Lock()
 	b.latest = max(b.latest, o.rv)
+	b.advance()
 	ev := newEvent(typ, o, b.latest)
 	ns := b.objects[o.Namespace]
 	if old := ns[o.Name]; old != nil {
@@ -326,6 +341,9 @@ func (b *Broker) bookmark(pos uint64, initialEnd bool) event {
 // changes after it. Before the first list it registers nothing and returns
 // ErrNotSynced: an empty store is not an empty namespace.
 func (b *Broker) Subscribe(s *Subscription, resumeFrom string) error {
+	if rv, err := protocol.ParseResourceVersion(resumeFrom); resumeFrom != "" && err == nil {
+		b.waitFor(rv, ResumeWait)
+	}
 	sub := &subscriber{Subscription: s}
 	var (
 		missed  []event   // the events to resume with, or
@@ -381,6 +399,38 @@ func (b *Broker) Subscribe(s *Subscription, resumeFrom string) error {
 	}
 	sub.pending, sub.live = nil, true
 	return nil
+}
+
+// advance wakes the resumes waiting for latest to move; call it with mu
+// held.
+func (b *Broker) advance() {
+	if b.advanced != nil {
+		close(b.advanced)
+		b.advanced = nil
+	}
+}
+
+// waitFor waits until the broker has reached rv, or for at most d.
+func (b *Broker) waitFor(rv uint64, d time.Duration) {
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		b.mu.Lock()
+		if !b.HasSynced() || b.latest >= rv {
+			b.mu.Unlock()
+			return
+		}
+		if b.advanced == nil {
+			b.advanced = make(chan struct{})
+		}
+		moved := b.advanced
+		b.mu.Unlock()
+		select {
+		case <-moved:
+		case <-timeout.C:
+			return
+		}
+	}
 }
 
 // since returns the events after rv that pass f, oldest first.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -229,8 +230,42 @@ func TestBrokerResume(t *testing.T) {
 	if got, want := resume("11"), []string{"MODIFIED c.a@13", "MODIFIED c.b@14", "BOOKMARK @14"}; strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("resume from the new history start: %v, want %v", got, want)
 	}
+	// A point this broker has not reached: after ResumeWait, start over.
+	defer func(d time.Duration) { ResumeWait = d }(ResumeWait)
+	ResumeWait = 50 * time.Millisecond
 	if got := resume("99"); got[0] != "ERROR 410@" {
 		t.Errorf("resume from the future must start over: %v", got)
+	}
+}
+
+// TestBrokerResumeFromAReplicaAhead: a client of another sidecar replica
+// resumes here from a point this broker's hub watch has not reached yet.
+// The broker waits until it has, and answers with exactly the events
+// after it, instead of a state older than what the client has seen.
+func TestBrokerResumeFromAReplicaAhead(t *testing.T) {
+	b := newTestBroker(10)
+	_ = b.Replace([]any{snap("x", "c", "a", "5"), snap("x", "c", "b", "6")}, "10")
+	_ = b.Update(snap("x", "c", "a", "11"))
+	// The other replica already delivered b@12 and a@13.
+	out := NewOutbox(100, 0, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.Subscribe(&Subscription{ID: "s", Filter: Filter{Namespace: "x"}, Out: out}, "13")
+	}()
+	time.Sleep(20 * time.Millisecond)
+	_ = b.Update(snap("x", "c", "b", "12"))
+	_ = b.Update(snap("x", "c", "a", "13"))
+	_ = b.Update(snap("x", "c", "b", "14"))
+	select {
+	case <-done:
+	case <-time.After(ResumeWait + time.Second):
+		t.Fatal("the resume did not end once the broker reached its point")
+	}
+	got := strings.Join(drain(t, out), ",")
+	// b@14 came after the point: live or replayed, never a 410.
+	if got != "BOOKMARK @13,MODIFIED c.b@14" && got != "MODIFIED c.b@14,BOOKMARK @14" {
+		t.Errorf("resume from a point reached meanwhile: %s, want b@14 and no 410", got)
 	}
 }
 

@@ -353,23 +353,29 @@ func TestResume(t *testing.T) {
 }
 
 func sidecarHas(t *testing.T, ts *testSidecar, ns, name string) bool {
+	for _, s := range sidecarList(t, ts, ns) {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// sidecarList lists a namespace's snapshots through the sidecar's HTTP
+// API, as alice; nil if the sidecar cannot be reached.
+func sidecarList(t *testing.T, ts *testSidecar, ns string) []fleetv1.NodeSnapshot {
 	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/api/v1/namespaces/"+ns+"/nodesnapshots", nil)
 	req.Header.Set("Authorization", "Bearer "+aliceToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return false
+		return nil
 	}
 	defer resp.Body.Close()
 	var list fleetv1.NodeSnapshotList
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range list.Items {
-		if s.Name == name {
-			return true
-		}
-	}
-	return false
+	return list.Items
 }
 
 func TestOneHubWatchPerKindWhateverTheClients(t *testing.T) {
