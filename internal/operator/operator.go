@@ -69,11 +69,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) erro
 		if err != nil {
 			return err
 		}
-		members, err = shard.New(shard.Config{
-			Leases: cs.CoordinationV1(), Namespace: o.Shard.Namespace, Identity: o.Shard.Identity,
-			LeaseDuration: o.Shard.LeaseDuration, RenewDeadline: o.Shard.RenewDeadline, RetryPeriod: o.Shard.RetryPeriod,
-			Log: log.WithName("shard"),
-		})
+		sc := o.Shard.config()
+		sc.Leases, sc.Log = cs.CoordinationV1(), log.WithName("shard")
+		members, err = shard.New(sc)
 		if err != nil {
 			return fmt.Errorf("--shard-leases: %w", err)
 		}

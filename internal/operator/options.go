@@ -3,12 +3,14 @@ package operator
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/nodemirror/nodemirror/internal/member"
+	"github.com/nodemirror/nodemirror/internal/shard"
 )
 
 // Options are the operator's settings, one per command-line flag.
@@ -111,6 +113,11 @@ func (o *ShardOptions) bindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RetryPeriod, "shard-retry-period", 2*time.Second, "How often a replica renews its Lease and looks at the others (one Lease write per period).")
 }
 
+// config is the membership's configuration but its Lease client and log.
+func (o ShardOptions) config() shard.Config {
+	return shard.Config{Namespace: o.Namespace, Identity: o.Identity, LeaseDuration: o.LeaseDuration, RenewDeadline: o.RenewDeadline, RetryPeriod: o.RetryPeriod}
+}
+
 func defaultIdentity() string {
 	if n := os.Getenv("POD_NAME"); n != "" {
 		return n
@@ -123,6 +130,11 @@ func defaultIdentity() string {
 func (o Options) Validate() error {
 	if o.LeaderElect && o.Shard.Enabled {
 		return errors.New("--leader-elect and --shard-leases exclude each other: with --shard-leases every replica works, on its share of the clusters")
+	}
+	if o.Shard.Enabled {
+		if err := o.Shard.config().Validate(); err != nil {
+			return fmt.Errorf("--shard-leases: %w", err)
+		}
 	}
 	return nil
 }

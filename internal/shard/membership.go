@@ -50,12 +50,10 @@ type Config struct {
 	Log         logr.Logger
 }
 
-// Validate says what is wrong with c, if anything.
+// Validate says what is wrong with c's settings, if anything; the Lease
+// client is New's to check.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Leases == nil {
-		errs = append(errs, errors.New("no Lease client"))
-	}
 	if c.Namespace == "" {
 		errs = append(errs, errors.New("the namespace of the shard Leases is empty"))
 	}
@@ -127,6 +125,9 @@ type Membership struct {
 func New(cfg Config) (*Membership, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Leases == nil {
+		return nil, errors.New("no Lease client")
 	}
 	return &Membership{
 		cfg: cfg, owned: map[ref]bool{}, pending: map[ref]bool{}, releasing: map[ref]bool{},
