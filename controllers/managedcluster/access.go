@@ -2,6 +2,7 @@ package managedcluster
 
 import (
 	"context"
+	"errors"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/member"
 )
 
 // MemberState says whether a cluster's member can be acted on now.
@@ -45,7 +47,10 @@ type MemberAccess struct {
 	Config *rest.Config
 }
 
-// Member returns the member access of ManagedCluster key. The key's
+// Member returns the member access of ManagedCluster key. With sharding,
+// a cluster another replica owns has no session here: its access is built
+// from its Secret by the same Policy, and its state read from the
+// Connected condition its owner writes. The key's
 // namespace is the caller's: a NodeOperation passes its own, and so only
 // ever reaches the ManagedClusters of its namespace. It never waits on the
 // member; the error is a hub read error only.
@@ -60,6 +65,9 @@ func (r *Reconciler) Member(ctx context.Context, key types.NamespacedName) (Memb
 	if mc.Spec.Paused {
 		return MemberAccess{State: MemberPaused, Reason: fleetv1.ReasonPaused, Message: "the ManagedCluster is paused"}, nil
 	}
+	if !r.ownsCluster(key) {
+		return r.memberElsewhere(ctx, mc)
+	}
 	current, ok := r.sessions.get(key)
 	if !ok || current.version.uid != mc.UID || current.config == nil {
 		a := MemberAccess{State: MemberNotStarted, Reason: "NotStarted", Message: "the cluster's session has not started"}
@@ -73,4 +81,23 @@ func (r *Reconciler) Member(ctx context.Context, key types.NamespacedName) (Memb
 		return MemberAccess{State: MemberDisconnected, Reason: conn.Reason, Message: conn.Message}, nil
 	}
 	return MemberAccess{State: MemberReady, Config: rest.CopyConfig(current.config)}, nil
+}
+
+// memberElsewhere is the member access of a cluster whose session runs on
+// another replica.
+func (r *Reconciler) memberElsewhere(ctx context.Context, mc *fleetv1.ManagedCluster) (MemberAccess, error) {
+	c := meta.FindStatusCondition(mc.Status.Conditions, fleetv1.ConditionConnected)
+	switch {
+	case c == nil || c.ObservedGeneration != mc.Generation:
+		return MemberAccess{State: MemberNotStarted, Reason: "NotStarted", Message: "the cluster's owning replica has not reported it connected yet"}, nil
+	case c.Status != metav1.ConditionTrue:
+		return MemberAccess{State: MemberDisconnected, Reason: c.Reason, Message: c.Message}, nil
+	}
+	in, err := r.memberInput(ctx, mc)
+	if refusal := (*member.Refusal)(nil); errors.As(err, &refusal) {
+		return MemberAccess{State: MemberNotStarted, Reason: refusal.Reason, Message: refusal.Message}, nil
+	} else if err != nil {
+		return MemberAccess{}, err
+	}
+	return MemberAccess{State: MemberReady, Config: in.config}, nil
 }

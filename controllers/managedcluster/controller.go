@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,6 +31,7 @@ import (
 	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/projection"
 	"github.com/nodemirror/nodemirror/internal/session"
+	"github.com/nodemirror/nodemirror/internal/shard"
 )
 
 // CacheOptions are the manager cache options the operator needs: the
@@ -110,6 +112,11 @@ type Reconciler struct {
 	// CredentialWarning is how long ahead of a member credential's expiry
 	// the cluster says so (condition CredentialExpiring, a Warning Event).
 	CredentialWarning time.Duration
+	// Shard, when set, shares the ManagedClusters with other replicas:
+	// this one runs, patches and finalizes only the clusters it owns, and
+	// writes nothing (snapshots, status, Events) for the others. Nil: all
+	// of them are this replica's.
+	Shard *shard.Membership
 
 	sessions sessions
 	base     context.Context
@@ -122,6 +129,9 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	var cancel context.CancelFunc
 	r.base, cancel = context.WithCancel(ctx)
 	r.changes = make(chan event.GenericEvent)
+	if r.Shard != nil {
+		r.Shard.AddKeyspace(r.shardKeyspace())
+	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		<-ctx.Done()
 		cancel()
@@ -173,6 +183,19 @@ func (r *Reconciler) snapshotDeleted(_ context.Context, e event.TypedDeleteEvent
 
 // Reconcile brings a ManagedCluster's session and status in line with its spec.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+	// The hold lasts the whole reconcile, status patch included, so that
+	// the cluster is released (and so started elsewhere) only after.
+	owned, unlock := r.holdCluster(req.NamespacedName)
+	defer unlock()
+	if !owned {
+		// Another replica's: its session there, its status, its Events.
+		// A session could only be left here by a bug, but stopping it
+		// costs nothing.
+		if r.sessions.stop(req.NamespacedName) {
+			ctrl.LoggerFrom(ctx).Info("Not this replica's cluster: stopped its session")
+		}
+		return ctrl.Result{}, nil
+	}
 	mc := &fleetv1.ManagedCluster{}
 	if err := r.Client.Get(ctx, req.NamespacedName, mc); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -300,6 +323,8 @@ func resyncPeriod(mc *fleetv1.ManagedCluster) time.Duration {
 	}
 	return mc.Spec.ResyncPeriod.Duration
 }
+
+func (r *Reconciler) log() logr.Logger { return ctrl.Log.WithName("managedcluster") }
 
 // onSessionChange returns the callback through which a session asks for its
 // ManagedCluster to be reconciled (and so its status refreshed).

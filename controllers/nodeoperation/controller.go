@@ -17,10 +17,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 	"github.com/nodemirror/nodemirror/controllers/managedcluster"
+	"github.com/nodemirror/nodemirror/internal/shard"
 )
 
 // Members gives a cluster's member access; *managedcluster.Reconciler is one.
@@ -63,9 +67,14 @@ type Reconciler struct {
 	// and its probes, not for acting on many nodes).
 	MemberQPS   float32
 	MemberBurst int
+	// Shard, when set, shares the NodeOperations with other replicas:
+	// this one runs, finalizes and expires only those it owns. Nil: all
+	// of them are this replica's.
+	Shard *shard.Membership
 
-	base context.Context
-	runs runs
+	base     context.Context
+	runs     runs
+	acquired chan event.GenericEvent
 }
 
 // SetupWithManager registers the controller. Runs end when ctx ends or
@@ -93,8 +102,13 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	})); err != nil {
 		return err
 	}
+	r.acquired = make(chan event.GenericEvent)
+	if r.Shard != nil {
+		r.Shard.AddKeyspace(r.shardKeyspace())
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&fleetv1.NodeOperation{}).
+		WatchesRawSource(source.Channel(r.acquired, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent}).
 		Complete(r)
 }
@@ -102,6 +116,14 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 // Reconcile starts the operation's run, stops it when the operation is
 // deleted, and deletes a finished operation once its TTL has passed.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	// Held for the reconcile only: the run itself is stopped by the
+	// keyspace's Release before the operation is let go.
+	owned, unlock := r.holdOperation(req.NamespacedName)
+	defer unlock()
+	if !owned {
+		r.runs.stop(req.NamespacedName)
+		return ctrl.Result{}, nil
+	}
 	op := &fleetv1.NodeOperation{}
 	if err := r.Client.Get(ctx, req.NamespacedName, op); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net/http"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -20,11 +22,15 @@ import (
 	"github.com/nodemirror/nodemirror/controllers/nodeoperation"
 	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/session"
+	"github.com/nodemirror/nodemirror/internal/shard"
 )
 
 // Run runs the operator against the hub that cfg reaches until ctx ends.
 // It sets cfg's rate limits and user agent from o.
 func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(fleetv1.AddToScheme(scheme))
@@ -57,6 +63,25 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) erro
 	if err != nil {
 		return fmt.Errorf("cannot create manager: %w", err)
 	}
+	var members *shard.Membership
+	if o.Shard.Enabled {
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
+		sc := o.Shard.config()
+		sc.Leases, sc.Log = cs.CoordinationV1(), log.WithName("shard")
+		members, err = shard.New(sc)
+		if err != nil {
+			return fmt.Errorf("--shard-leases: %w", err)
+		}
+		if err := mgr.Add(members); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("shard", func(*http.Request) error { return members.Healthy() }); err != nil {
+			return err
+		}
+	}
 	r := &managedcluster.Reconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -74,6 +99,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) erro
 		CredentialWarning:  o.CredentialWarning,
 		WriteBudget:        session.NewWriteBudget(o.ClusterWriteQPS, o.ClusterWriteBurst),
 		WriteGate:          session.NewWriteGate(o.WriteConcurrency),
+		Shard:              members,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("cannot set up the ManagedCluster controller: %w", err)
@@ -86,6 +112,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) erro
 		Members:   r,
 		// Acting on nodes needs more than a watch and probes: its own budget.
 		MemberQPS: float32(o.OperationQPS), MemberBurst: o.OperationBurst,
+		Shard: members,
 	}
 	if err := ops.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("cannot set up the NodeOperation controller: %w", err)

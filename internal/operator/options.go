@@ -1,13 +1,16 @@
 package operator
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/nodemirror/nodemirror/internal/member"
+	"github.com/nodemirror/nodemirror/internal/shard"
 )
 
 // Options are the operator's settings, one per command-line flag.
@@ -18,6 +21,10 @@ type Options struct {
 	EnableHTTP2             bool
 	LeaderElect             bool
 	LeaderElectionNamespace string
+
+	// Shard runs this replica as one of several that share the
+	// ManagedClusters and NodeOperations (--shard-leases).
+	Shard ShardOptions
 
 	HubQPS   float64
 	HubBurst int
@@ -85,7 +92,51 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "ManagedClusters reconciled at once.")
 	fs.Float64Var(&o.OperationQPS, "member-operation-qps", 20, "Queries per second one NodeOperation may make to one member (node patches, pod lists, evictions).")
 	fs.IntVar(&o.OperationBurst, "member-operation-burst", 40, "Burst of --member-operation-qps.")
+	o.Shard.bindFlags(fs)
 	fs.DurationVar(&o.CredentialWarning, "credential-expiry-warning", 14*24*time.Hour, "How long ahead of a member credential's expiry (a token's exp, a client certificate's notAfter) a ManagedCluster says so: condition CredentialExpiring and a Warning Event.")
+}
+
+// ShardOptions are the sharding flags.
+type ShardOptions struct {
+	Enabled                                   bool
+	Namespace, Identity                       string
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+}
+
+func (o *ShardOptions) bindFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&o.Enabled, "shard-leases", false, "Share the ManagedClusters and NodeOperations between all running replicas, each a member through a Lease of its own, "+
+		"one owner per cluster at a time; run several replicas. Excludes --leader-elect.")
+	fs.StringVar(&o.Namespace, "shard-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the shard Leases (default: $POD_NAMESPACE).")
+	fs.StringVar(&o.Identity, "shard-identity", defaultIdentity(), "This replica's name among the shard members, unique (default: $POD_NAME, else the host name).")
+	fs.DurationVar(&o.LeaseDuration, "shard-lease-duration", 15*time.Second, "How long a replica's Lease lasts unrenewed before the others take its clusters over (whole seconds).")
+	fs.DurationVar(&o.RenewDeadline, "shard-renew-deadline", 10*time.Second, "How long a replica keeps its clusters without renewing its Lease; it stops them all then. Less than --shard-lease-duration.")
+	fs.DurationVar(&o.RetryPeriod, "shard-retry-period", 2*time.Second, "How often a replica renews its Lease and looks at the others (one Lease write per period).")
+}
+
+// config is the membership's configuration but its Lease client and log.
+func (o ShardOptions) config() shard.Config {
+	return shard.Config{Namespace: o.Namespace, Identity: o.Identity, LeaseDuration: o.LeaseDuration, RenewDeadline: o.RenewDeadline, RetryPeriod: o.RetryPeriod}
+}
+
+func defaultIdentity() string {
+	if n := os.Getenv("POD_NAME"); n != "" {
+		return n
+	}
+	h, _ := os.Hostname()
+	return strings.ToLower(h)
+}
+
+// Validate says what is wrong with the options, if anything.
+func (o Options) Validate() error {
+	if o.LeaderElect && o.Shard.Enabled {
+		return errors.New("--leader-elect and --shard-leases exclude each other: with --shard-leases every replica works, on its share of the clusters")
+	}
+	if o.Shard.Enabled {
+		if err := o.Shard.config().Validate(); err != nil {
+			return fmt.Errorf("--shard-leases: %w", err)
+		}
+	}
+	return nil
 }
 
 // Defaults are the options when no flag is given.

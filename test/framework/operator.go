@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -21,6 +22,7 @@ import (
 	"github.com/nodemirror/nodemirror/controllers/nodeoperation"
 	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/session"
+	"github.com/nodemirror/nodemirror/internal/shard"
 )
 
 // Scheme knows the built-in kinds and nodemirror's.
@@ -39,6 +41,18 @@ func Scheme() *runtime.Scheme {
 // tests (fast probes and status updates). It returns a function that stops
 // it and waits until it has stopped. tune changes the reconciler's settings.
 func StartOperator(ctx context.Context, hub *rest.Config, tune ...func(*managedcluster.Reconciler)) (stop func() error, err error) {
+	stop, _, err = startOperator(ctx, hub, nil, tune...)
+	return stop, err
+}
+
+// StartShardedOperator runs one replica of a sharded operator in-process,
+// as StartOperator does, a shard member as sc says (its Lease client is
+// made from hub). It returns the replica's membership too.
+func StartShardedOperator(ctx context.Context, hub *rest.Config, sc shard.Config, tune ...func(*managedcluster.Reconciler)) (stop func() error, m *shard.Membership, err error) {
+	return startOperator(ctx, hub, &sc, tune...)
+}
+
+func startOperator(ctx context.Context, hub *rest.Config, sc *shard.Config, tune ...func(*managedcluster.Reconciler)) (stop func() error, members *shard.Membership, err error) {
 	mgr, err := ctrl.NewManager(hub, ctrl.Options{
 		Scheme:                 Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -47,7 +61,20 @@ func StartOperator(ctx context.Context, hub *rest.Config, tune ...func(*managedc
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if sc != nil {
+		cs, err := kubernetes.NewForConfig(hub)
+		if err != nil {
+			return nil, nil, err
+		}
+		sc.Leases = cs.CoordinationV1()
+		if members, err = shard.New(*sc); err != nil {
+			return nil, nil, err
+		}
+		if err := mgr.Add(members); err != nil {
+			return nil, nil, err
+		}
 	}
 	r := &managedcluster.Reconciler{
 		Client:    mgr.GetClient(),
@@ -65,6 +92,7 @@ func StartOperator(ctx context.Context, hub *rest.Config, tune ...func(*managedc
 		// As the operator binary's defaults.
 		MaxNodesPerCluster: 5000,
 		CredentialWarning:  14 * 24 * time.Hour,
+		Shard:              members,
 	}
 	for _, t := range tune {
 		t(r)
@@ -72,7 +100,7 @@ func StartOperator(ctx context.Context, hub *rest.Config, tune ...func(*managedc
 	ctx, cancel := context.WithCancel(ctx)
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		cancel()
-		return nil, err
+		return nil, nil, err
 	}
 	ops := &nodeoperation.Reconciler{
 		Client:    mgr.GetClient(),
@@ -82,10 +110,11 @@ func StartOperator(ctx context.Context, hub *rest.Config, tune ...func(*managedc
 		// Retry refused evictions often: tests lift budgets and wait.
 		EvictionBackoff: 500 * time.Millisecond,
 		ClusterWait:     20 * time.Second,
+		Shard:           members,
 	}
 	if err := ops.SetupWithManager(ctx, mgr); err != nil {
 		cancel()
-		return nil, err
+		return nil, nil, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
@@ -99,5 +128,5 @@ func StartOperator(ctx context.Context, hub *rest.Config, tune ...func(*managedc
 			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 			return errors.New("operator did not stop within 30s")
 		}
-	}, nil
+	}, members, nil
 }

@@ -91,6 +91,7 @@ func TestChartLints(t *testing.T) {
 	out := helm(t, append([]string{"lint", "--strict", chart}, everything...)...)
 	t.Logf("%s", out)
 	helm(t, "lint", "--strict", chart, "--set", "sidecar.enabled=false")
+	helm(t, "lint", "--strict", chart, "--set", "operator.sharding.enabled=true,operator.replicas=3")
 	helm(t, "lint", "--strict", chart, "--set", "sidecar.ingress.enabled=true,sidecar.ingress.tlsSecretName=tls")
 }
 
@@ -98,7 +99,8 @@ func TestChartLints(t *testing.T) {
 // its default values the chart renders exactly the objects of
 // config/default (but the Namespace, which Helm leaves to --create-namespace,
 // and the labels Helm adds), and with every option on, those of
-// config/default with ../prometheus and ../network-policy.
+// config/default with ../prometheus and ../network-policy; sharded, those
+// of config/sharded.
 func TestChartMatchesKustomize(t *testing.T) {
 	root := framework.RepoRoot()
 	tags := []string{"--set", "image.operator.tag=latest", "--set", "image.sidecar.tag=latest", "--include-crds"}
@@ -125,6 +127,10 @@ func TestChartMatchesKustomize(t *testing.T) {
 			t.Fatal(err)
 		}
 		compare(t, kustomize(t, dir), helmTemplate(t, "nodemirror-system", append(tags, everything...)...))
+	})
+	t.Run("sharded", func(t *testing.T) {
+		compare(t, kustomize(t, filepath.Join(root, "config", "sharded")),
+			helmTemplate(t, "nodemirror-system", append(tags, "--set", "operator.sharding.enabled=true", "--set", "operator.replicas=3")...))
 	})
 	t.Run("values", func(t *testing.T) {
 		out := string(helmTemplate(t, "ops", "--set", "sidecar.enabled=false", "--set", "operator.replicas=3",
