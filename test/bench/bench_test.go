@@ -51,6 +51,18 @@ func TestQuickBench(t *testing.T) {
 	if o := res.Operations; o == nil || o.Succeeded != int32(o.Nodes) || o.Failed != 0 || o.OperationSeconds <= 0 || o.DirectSeconds <= 0 {
 		t.Errorf("node operations: %+v", o)
 	}
+	total := quick.Members * quick.ClustersPerMember * quick.NodesPerCluster
+	if len(res.Replicas) != 2 {
+		t.Errorf("replica rounds: %+v", res.Replicas)
+	} else {
+		for _, r := range res.Replicas {
+			// Every snapshot written once, by one replica (conflicts on a
+			// first write would show as more).
+			if r.HubWrites < total || r.HubWrites > total+total/10 || len(r.WritesPerReplica) != r.Replicas {
+				t.Errorf("%d replicas: %d hub writes for %d snapshots (%v)", r.Replicas, r.HubWrites, total, r.WritesPerReplica)
+			}
+		}
+	}
 	if err := writeResults(res, t.TempDir(), false); err != nil {
 		t.Fatal(err)
 	}

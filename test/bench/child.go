@@ -40,6 +40,10 @@ const childEnv = "NODEMIRROR_BENCH_CHILD"
 // profiles, which cost too much to leave on while measuring.
 const profileEnv = "NODEMIRROR_BENCH_PROFILE"
 
+// shardEnv set in an operator child's environment makes it a sharded
+// replica (--shard-leases) of that identity, its Lease in shardNamespace.
+const shardEnv, shardNamespace = "NODEMIRROR_BENCH_SHARD", "nodemirror-system"
+
 type heapReport struct {
 	HeapAlloc  uint64 `json:"heapAlloc"`
 	StackInuse uint64 `json:"stackInuse"`
@@ -103,6 +107,9 @@ func runChild(role string, args []string) error {
 		o.MetricsAddr, o.ProbeAddr = "0", "0"
 		if err := o.AllowCIDRs.Set("127.0.0.1/32"); err != nil {
 			return err
+		}
+		if id := os.Getenv(shardEnv); id != "" {
+			o.Shard.Enabled, o.Shard.Identity, o.Shard.Namespace = true, id, shardNamespace
 		}
 		return operator.Run(ctx, cfg, o, ctrl.Log)
 	case "sidecar":

@@ -140,6 +140,19 @@ func summary(r *results, file string) string {
 		fmt.Fprintf(&b, "| fan-out to %d clients at %d changes/s | %s; sidecar CPU %.1f µs per delivery; hub watches open: %d + %d | %s | %s |\n",
 			n, side.Rate, side.delivered(), side.CPUPerDelivery, r.FanoutWatch["nodesnapshots"], r.FanoutWatch["managedclusters"], strings.Join(base, "; "), strings.Join(targets, "; "))
 	}
+	if len(r.Replicas) == 2 {
+		one, two := r.Replicas[0], r.Replicas[1]
+		var heaps []string
+		most := 0.0
+		for _, h := range two.HeapPerReplica {
+			heaps = append(heaps, kb(h))
+			most = max(most, h)
+		}
+		share := most / max(one.HeapPerReplica[0], 1)
+		fmt.Fprintf(&b, "| initial mirror by 2 sharded operator replicas | %d hub writes (%v per replica), heap %s per replica, %.1f s | 1 replica: %d hub writes, heap %s, %.1f s | writes unchanged (×%.2f), largest replica's heap ≤ 0.6× one's (×%.2f): %s |\n",
+			two.HubWrites, two.WritesPerReplica, strings.Join(heaps, " and "), two.Seconds, one.HubWrites, kb(one.HeapPerReplica[0]), one.Seconds,
+			float64(two.HubWrites)/float64(max(one.HubWrites, 1)), share, check(two.HubWrites <= one.HubWrites*21/20 && share <= 0.6))
+	}
 	if o := r.Operations; o != nil {
 		fmt.Fprintf(&b, "| cordon %d nodes of %d clusters, one NodeOperation → last row at a websocket client | %.1f s (Succeeded in status at %.1f s; %d succeeded, %d failed) | the same cordons patched on the members from one client, 10 at a time: %.1f s (×%.2f) | — |\n",
 			o.Nodes, o.Clusters, o.OperationSeconds, o.SucceededSeconds, o.Succeeded, o.Failed, o.DirectSeconds, o.OperationSeconds/o.DirectSeconds)

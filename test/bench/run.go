@@ -41,6 +41,7 @@ type results struct {
 	FanoutWatch map[string]int `json:"fanoutHubWatches"`
 	Reads       []readRun      `json:"reads"`
 	Operations  *operationsRun `json:"operations,omitempty"`
+	Replicas    []replicaRound `json:"replicas,omitempty"`
 	Notes       []string       `json:"notes,omitempty"`
 	// Scenarios are the steps that ran, when not all did.
 	Scenarios []string `json:"scenarios,omitempty"`
@@ -91,7 +92,9 @@ type env struct {
 	operator  *child
 	sidecar   *child
 	sidecarAt string
-	dir       string
+	// hubKubeconfig is the file the children reach the hub with.
+	hubKubeconfig string
+	dir           string
 	// operatorBase is the operator's heap with nothing to mirror.
 	operatorBase float64
 	// profile is where the fan-out rounds save the sidecar's profiles.
@@ -128,6 +131,8 @@ var steps = []step{
 	{"latency", "propagation latency", []string{"shrink"}, (*env).latency},
 	{"operations", "node operations", []string{"shrink"}, (*env).operations},
 	{"fanout", "fan-out", nil, (*env).fanout},
+	// Last: it stops the operator the others use.
+	{"replicas", "sharded operator replicas", []string{"nodes"}, (*env).replicas},
 }
 
 func stepNames() []string {
@@ -247,6 +252,7 @@ func setup(ctx context.Context, sz sizes, opts options, log func(string, ...any)
 		e.memberEnv = append(e.memberEnv, envs[i+1])
 	}
 	hubKubeconfig := filepath.Join(e.dir, "hub.kubeconfig")
+	e.hubKubeconfig = hubKubeconfig
 	raw, err := framework.Kubeconfig(hubEnv, "bench", []string{"system:masters"}, "")
 	if err != nil {
 		return nil, nil, err
