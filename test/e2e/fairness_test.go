@@ -21,11 +21,13 @@ import (
 	"github.com/nodemirror/nodemirror/test/framework"
 )
 
-// TestNoisyClusterLeavesTheQuietOneItsWrites runs the operator with a small
-// hub budget (20 requests/s) and a per-cluster write budget, a member whose
-// nodes churn labels as fast as its API server takes them, and a quiet
-// member: the quiet cluster's change latency with the noise stays within
-// twice its latency without it, measured in the same run.
+// TestNoisyClusterLeavesTheQuietOneItsWrites runs the operator as it ships
+// — no client-side hub limit, no per-cluster cap, a gate on the snapshot
+// writes in flight (here 4) shared round-robin — with a member whose nodes
+// churn labels as fast as its API server takes them, and a quiet member:
+// the quiet cluster's change latency with the noise stays within twice
+// its latency without it, measured in the same run, while the noisy
+// cluster keeps the gate busy.
 func TestNoisyClusterLeavesTheQuietOneItsWrites(t *testing.T) {
 	cp := framework.StartControlPlanes(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -46,11 +48,13 @@ func TestNoisyClusterLeavesTheQuietOneItsWrites(t *testing.T) {
 	}
 
 	opCfg := rest.CopyConfig(cp.HubConfig)
-	opCfg.QPS, opCfg.Burst = 20, 20
+	opCfg.QPS = -1
 	writes := &framework.RequestCounter{}
 	opCfg.WrapTransport = writes.Wrap
+	const slots = 4
 	runOperator(t, ctx, opCfg, func(r *managedcluster.Reconciler) {
-		r.WriteBudget = session.NewWriteBudget(8, 8)
+		r.WriteGate = session.NewWriteGate(slots)
+		r.Workers = 16
 	})
 	if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fleet"}}); err != nil {
 		t.Fatal(err)
@@ -111,21 +115,22 @@ func TestNoisyClusterLeavesTheQuietOneItsWrites(t *testing.T) {
 		})
 	}
 	before, start := writes.Writes("fleet", "nodesnapshots"), time.Now()
-	time.Sleep(2 * time.Second) // let the noise fill the hub budget
+	time.Sleep(2 * time.Second) // let the noise fill the gate
 	withNoise := median(samples)
 	elapsed := time.Since(start).Seconds()
 	made := writes.Writes("fleet", "nodesnapshots") - before
 	stopChurn()
 	wg.Wait()
 
-	t.Logf("quiet cluster's change latency: median %s alone, %s beside the noisy one (%d snapshot writes in %.1fs under a per-cluster budget of 8/s)", alone, withNoise, made, elapsed)
+	t.Logf("quiet cluster's change latency: median %s alone, %s beside the noisy one (%d snapshot writes in %.1fs through %d slots)", alone, withNoise, made, elapsed, slots)
 	// A little absolute room: on a loaded 2-core machine a median of a few
 	// milliseconds moves by that much on its own.
 	if withNoise > 2*alone+20*time.Millisecond {
 		t.Errorf("the quiet cluster's changes took %s beside a noisy one, more than twice the %s they took alone", withNoise, alone)
 	}
-	// The noisy cluster's burst and rate, and the quiet cluster's samples.
-	if allowed := 8 + int(8*elapsed) + samples + 2; made > allowed {
-		t.Errorf("%d snapshot writes in %.1fs, more than the per-cluster budget allows (%d)", made, elapsed, allowed)
+	// No cap: the noisy cluster's writes go on at the hub's pace, far
+	// past what the old per-cluster cap of 25/s allowed.
+	if made < int(25*elapsed) {
+		t.Errorf("only %d snapshot writes in %.1fs: the noisy cluster was held back, not just kept to its share", made, elapsed)
 	}
 }
