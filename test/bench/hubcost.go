@@ -55,8 +55,11 @@ type hubCostRun struct {
 	EtcdQuotaBytes float64 `json:"etcdQuotaBytes"`
 	// EtcdFlags and APIServerFlags are the command-line flags of the
 	// processes measured, so that the figures can be read against them.
-	EtcdFlags      []string `json:"etcdFlags"`
-	APIServerFlags []string `json:"apiServerFlags"`
+	EtcdFlags []string `json:"etcdFlags"`
+	// Features are the API server's list and watch feature gates (a gate
+	// not listed was not reported).
+	Features       map[string]bool `json:"apiServerFeatures"`
+	APIServerFlags []string        `json:"apiServerFlags"`
 }
 
 // hubCostPoint is the hub at one number of snapshots.
@@ -132,7 +135,7 @@ func (e *env) hubCost(ctx context.Context, res *results) error {
 	if err != nil {
 		return err
 	}
-	m := &hubMeter{e: e, hub: hubHTTP, host: strings.TrimSuffix(e.hubCfg.Host, "/"), apiPID: apiPID, etcdURL: etcdURL, etcdPID: etcdPID}
+	m := &hubMeter{e: e, hub: hubHTTP, host: strings.TrimSuffix(e.hubCfg.Host, "/"), apiPID: apiPID, etcdURL: etcdURL, etcdPID: etcdPID, features: map[string]bool{}}
 
 	etcd, err := m.scrape(ctx, http.DefaultClient, etcdURL+"/metrics")
 	if err != nil {
@@ -145,6 +148,7 @@ func (e *env) hubCost(ctx context.Context, res *results) error {
 		return err
 	}
 	hc.Points = append(hc.Points, p)
+	hc.Features = m.features
 	e.log("  0 snapshots: API server RSS %s, heap %s; etcd DB %s", mib(p.APIServerRSS), mib(p.APIServerHeapInuse), mib(p.EtcdDBSize))
 
 	have := 0
@@ -246,7 +250,13 @@ type hubMeter struct {
 	apiPID  int
 	etcdURL string
 	etcdPID int
+	// features are the API server's feature gates of listFeatures.
+	features map[string]bool
 }
+
+// listFeatures are the API server feature gates that change how lists and
+// watches of snapshots are served, recorded with the results.
+var listFeatures = []string{"ConsistentListFromCache", "ListFromCacheSnapshot", "WatchList", "WatchListClient", "SizeBasedListCostEstimate", "BtreeWatchCache"}
 
 // measure takes every figure of one point. Memory is read first, after the
 // writes have settled, so that the lists do not inflate it.
@@ -271,9 +281,18 @@ func (m *hubMeter) measure(ctx context.Context, snapshots int) (hubCostPoint, er
 	p.APIServerHeapAlloc = api.value("go_memstats_heap_alloc_bytes")
 	for _, s := range api {
 		if strings.Contains(s.labels, "nodesnapshots") && !strings.HasSuffix(s.name, "_bucket") &&
-			(strings.HasPrefix(s.name, "apiserver_watch_cache") || strings.HasPrefix(s.name, "apiserver_storage") ||
-				strings.HasPrefix(s.name, "apiserver_resource") || strings.HasPrefix(s.name, "apiserver_cache")) {
+			(strings.HasPrefix(s.name, "watch_cache_") || strings.HasPrefix(s.name, "apiserver_watch_cache") ||
+				strings.HasPrefix(s.name, "apiserver_storage") || strings.HasPrefix(s.name, "apiserver_resource")) {
 			p.WatchCache[s.name+s.labels] = s.value
+		}
+		// Which features serve lists from the watch cache decides what
+		// the list timings mean.
+		if s.name == "kubernetes_feature_enabled" && snapshots == 0 {
+			for _, g := range listFeatures {
+				if strings.Contains(s.labels, `name="`+g+`"`) {
+					m.features[g] = s.value == 1
+				}
+			}
 		}
 	}
 	etcd, err := m.scrape(ctx, http.DefaultClient, m.etcdURL+"/metrics")
@@ -737,6 +756,13 @@ func (hc *hubCostRun) markdown() string {
 			api = append(api, f)
 		}
 	}
+	var gates []string
+	for _, g := range listFeatures {
+		if on, ok := hc.Features[g]; ok {
+			gates = append(gates, fmt.Sprintf("%s=%t", g, on))
+		}
+	}
+	fmt.Fprintf(&b, "\nAPI server feature gates for lists and watches: %s.\n", strings.Join(gates, ", "))
 	fmt.Fprintf(&b, "\netcd backend quota here: %s. etcd flags: `%s`. API server flags about storage and limits: `%s` (the others are in the results JSON).\n",
 		mib(hc.EtcdQuotaBytes), strings.Join(hc.EtcdFlags, " "), strings.Join(api, " "))
 	return b.String()
