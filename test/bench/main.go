@@ -8,7 +8,9 @@
 //
 // -only runs some scenarios (with the steps they need), for instance
 // `go run ./test/bench -only fanout`; such a partial run names its results
-// files after what it ran and leaves README.md alone. -profile saves the
+// files after what it ran and leaves README.md alone. The hubcost scenario
+// (the hub API server's and etcd's cost per snapshot, at 10k and 50k) is
+// opt-in: only -only hubcost runs it. -profile saves the
 // sidecar's CPU, mutex and block profiles of each fan-out round, and CPU
 // profiles of the operator and the hub API server during the initial
 // mirror and each latency rate.
