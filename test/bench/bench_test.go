@@ -68,10 +68,36 @@ func TestQuickBench(t *testing.T) {
 	}
 }
 
+// TestQuickHubCost runs the opt-in hubcost scenario at a small size: every
+// point measured, every list complete, every figure read.
+func TestQuickHubCost(t *testing.T) {
+	res, err := run(context.Background(), quick, options{only: []string{"hubcost"}}, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := res.HubCost
+	if hc == nil || len(hc.Points) != 1+len(quick.HubCostSnapshots) {
+		t.Fatalf("hub cost: %+v", hc)
+	}
+	for _, p := range hc.Points {
+		if p.APIServerRSS == 0 || p.APIServerHeapInuse == 0 || p.EtcdDBSize == 0 || p.EtcdRSS == 0 || (p.Snapshots > 0 && len(p.Lists) != 5) {
+			t.Errorf("at %d snapshots: %+v", p.Snapshots, p)
+		}
+	}
+	if hc.SnapshotJSON == 0 || hc.ManagedFieldsJSON == 0 || hc.Update.Snapshots != quick.HubCostUpdates || hc.Update.EtcdRevisons < float64(quick.HubCostUpdates) {
+		t.Errorf("sizes %d/%d, update %+v", hc.SnapshotJSON, hc.ManagedFieldsJSON, hc.Update)
+	}
+	if !strings.Contains(markdown(res), "## Hub cost") || !strings.Contains(summary(res, ""), "hub cost per 10,000 snapshots") {
+		t.Errorf("results file:\n%s", markdown(res))
+	}
+}
+
 func TestSelectSteps(t *testing.T) {
 	for _, tc := range []struct{ only, want string }{
-		{"", strings.Join(stepNames(), ",")},
+		{"", "nodes,memory,mirror,reads,shrink,writes,latency,operations,fanout,replicas"},
 		{"fanout", "fanout"},
+		{"hubcost", "hubcost"},
+		{"hubcost,fanout", "fanout,hubcost"},
 		{"latency", "nodes,mirror,shrink,latency"},
 		{"fanout,reads", "nodes,mirror,reads,fanout"},
 		{"writes, latency", "nodes,mirror,shrink,writes,latency"},

@@ -8,7 +8,9 @@
 //
 // -only runs some scenarios (with the steps they need), for instance
 // `go run ./test/bench -only fanout`; such a partial run names its results
-// files after what it ran and leaves README.md alone. -profile saves the
+// files after what it ran and leaves README.md alone. The hubcost scenario
+// (the hub API server's and etcd's cost per snapshot, at 10k and 50k) is
+// opt-in: only -only hubcost runs it. -profile saves the
 // sidecar's CPU, mutex and block profiles of each fan-out round, and CPU
 // profiles of the operator and the hub API server during the initial
 // mirror and each latency rate.
@@ -43,6 +45,12 @@ type sizes struct {
 	FanoutObjects                               int
 	IdleClients                                 int
 	ReadRequests                                int
+	// HubCostSnapshots are the sizes the hubcost scenario measures the hub
+	// at, in clusters of HubCostPerCluster, written HubCostWriters at a
+	// time; each list is timed HubCostListRepeats times, and
+	// HubCostUpdates snapshots are changed once at the end.
+	HubCostSnapshots                                                      []int
+	HubCostPerCluster, HubCostWriters, HubCostListRepeats, HubCostUpdates int
 }
 
 var full = sizes{
@@ -52,6 +60,7 @@ var full = sizes{
 	LatencyRates: []int{0, 100, 1000}, LatencyDuration: 10 * time.Second, IdleSamples: 50,
 	FanoutClients: []int{1, 100, 1000}, FanoutRate: 20, FanoutDuration: 10 * time.Second, FanoutObjects: 100,
 	IdleClients: 1000, ReadRequests: 30,
+	HubCostSnapshots: []int{10000, 50000}, HubCostPerCluster: 1000, HubCostWriters: 32, HubCostListRepeats: 3, HubCostUpdates: 2000,
 }
 
 var quick = sizes{
@@ -61,6 +70,7 @@ var quick = sizes{
 	LatencyRates: []int{0, 50}, LatencyDuration: 2 * time.Second, IdleSamples: 5,
 	FanoutClients: []int{1, 10}, FanoutRate: 20, FanoutDuration: time.Second, FanoutObjects: 10,
 	IdleClients: 10, ReadRequests: 5,
+	HubCostSnapshots: []int{200, 400}, HubCostPerCluster: 100, HubCostWriters: 8, HubCostListRepeats: 2, HubCostUpdates: 50,
 }
 
 func main() {

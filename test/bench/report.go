@@ -157,6 +157,9 @@ func summary(r *results, file string) string {
 		fmt.Fprintf(&b, "| cordon %d nodes of %d clusters, one NodeOperation → last row at a websocket client | %.1f s (Succeeded in status at %.1f s; %d succeeded, %d failed) | the same cordons patched on the members from one client, 10 at a time: %.1f s (×%.2f) | — |\n",
 			o.Nodes, o.Clusters, o.OperationSeconds, o.SucceededSeconds, o.Succeeded, o.Failed, o.DirectSeconds, o.OperationSeconds/o.DirectSeconds)
 	}
+	if r.HubCost != nil {
+		b.WriteString(r.HubCost.summaryRow())
+	}
 	for i, rd := range r.Reads {
 		target := "—"
 		if i == 0 {
@@ -193,6 +196,9 @@ func markdown(r *results) string {
 			fmt.Fprintf(&b, "| %d | %s | %.1f | %d / %d | %d | %s | %.2f, %.1f | %.2f, %.1f |\n", f.Clients, f.Via, f.Achieved, f.Deliveries, f.Expected, f.Ended,
 				f.Delivery.pair(f.Delivery.P50, f.Delivery.P99), f.ServerCores, f.CPUPerDelivery, f.HubCores, f.HubCPUPerDelivery)
 		}
+	}
+	if r.HubCost != nil {
+		b.WriteString(r.HubCost.markdown())
 	}
 	b.WriteString("\n## Sizes used\n\n```json\n")
 	sz, _ := json.MarshalIndent(r.Sizes.readable(), "", "  ")
