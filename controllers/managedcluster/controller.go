@@ -12,8 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -35,31 +35,16 @@ import (
 )
 
 // CacheOptions are the manager cache options the operator needs: the
-// cache keeps metadata of every NodeSnapshot and of the Secrets marked as
-// member kubeconfigs only, and no managedFields (several kilobytes for a
-// snapshot). Secret annotations are dropped too: last-applied-configuration
-// would carry the Secret's data. Of a snapshot only its cluster label is
-// kept, which is all its delete handler reads: its other labels are the
-// node's, and would cost every mirrored node their size again.
+// cache keeps metadata of the Secrets marked as member kubeconfigs only,
+// and no managedFields. Secret annotations are dropped too:
+// last-applied-configuration would carry the Secret's data. NodeSnapshots
+// are not cached at all: each session watches its own cluster's (see
+// session.Config.HubMetadata), so that an operator replica holds only the
+// snapshots of the clusters it owns.
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&fleetv1.NodeSnapshot{}: {
-				Transform: func(obj any) (any, error) {
-					if m, ok := obj.(metav1.Object); ok {
-						cluster, ok := m.GetLabels()[fleetv1.ClusterLabel]
-						m.SetLabels(nil)
-						if ok {
-							m.SetLabels(map[string]string{fleetv1.ClusterLabel: cluster})
-						}
-						m.SetAnnotations(nil)
-						m.SetOwnerReferences(nil)
-						m.SetManagedFields(nil)
-					}
-					return obj, nil
-				},
-			},
 			&corev1.Secret{}: {
 				Label: labels.SelectorFromSet(labels.Set{fleetv1.KubeconfigSecretLabel: "true"}),
 				Transform: func(obj any) (any, error) {
@@ -119,13 +104,19 @@ type Reconciler struct {
 	Shard *shard.Membership
 
 	sessions sessions
-	base     context.Context
-	changes  chan event.GenericEvent
+	// hubMetadata watches the sessions' own snapshots.
+	hubMetadata metadata.Interface
+	base        context.Context
+	changes     chan event.GenericEvent
 }
 
 // SetupWithManager registers the controller. Sessions run until ctx ends
 // or the manager stops, whichever comes first.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	var err error
+	if r.hubMetadata, err = metadata.NewForConfig(mgr.GetConfig()); err != nil {
+		return err
+	}
 	var cancel context.CancelFunc
 	r.base, cancel = context.WithCancel(ctx)
 	r.changes = make(chan event.GenericEvent)
@@ -148,7 +139,6 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&fleetv1.ManagedCluster{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersReading), builder.OnlyMetadata).
-		Watches(&fleetv1.NodeSnapshot{}, handler.Funcs{DeleteFunc: r.snapshotDeleted}, builder.OnlyMetadata).
 		WatchesRawSource(source.Channel(r.changes, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent}).
 		Complete(r)
@@ -166,19 +156,6 @@ func (r *Reconciler) clustersReading(ctx context.Context, secret client.Object) 
 		reqs[i].NamespacedName = client.ObjectKeyFromObject(&list.Items[i])
 	}
 	return reqs
-}
-
-// snapshotDeleted heals a NodeSnapshot deleted by someone else: the
-// cluster's session forgets it and writes it again. Deletions the operator
-// made itself find nothing to forget.
-func (r *Reconciler) snapshotDeleted(_ context.Context, e event.TypedDeleteEvent[client.Object], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	cluster := e.Object.GetLabels()[fleetv1.ClusterLabel]
-	if cluster == "" {
-		return
-	}
-	if running, ok := r.sessions.get(client.ObjectKey{Namespace: e.Object.GetNamespace(), Name: cluster}); ok {
-		running.session.SnapshotLost(e.Object.GetName())
-	}
 }
 
 // Reconcile brings a ManagedCluster's session and status in line with its spec.
@@ -279,6 +256,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 			Resync:         resyncPeriod(mc),
 			Hub:            r.Client,
 			HubReader:      r.APIReader,
+			HubMetadata:    r.hubMetadata,
 			Probe:          r.Probe,
 			MaxNodes:       r.MaxNodesPerCluster,
 			WriteBudget:    r.WriteBudget,

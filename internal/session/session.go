@@ -10,13 +10,16 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -45,6 +48,12 @@ type Config struct {
 	// HubReader reads snapshots without a cache: once at start, and to
 	// recover from a conflict.
 	HubReader client.Reader
+	// HubMetadata watches the cluster's own snapshots on the hub, metadata
+	// only, so that one someone else deletes is written again (nil: not
+	// watched). A watch per session, not a cache of every snapshot in
+	// every operator replica, so that a replica's memory follows the
+	// clusters it owns.
+	HubMetadata metadata.Interface
 	// Probe tunes the health prober.
 	Probe ProbeOptions
 	// WriteBudget, shared by all sessions, gives each cluster its own share
@@ -301,9 +310,11 @@ func (s *Session) run(ctx context.Context) {
 		s.queue.ShutDown()
 	})
 
+	var seededAt string
 	if err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Steps: 1 << 30, Cap: 30 * time.Second},
 		func(ctx context.Context) (bool, error) {
-			if err := s.writer.seed(ctx); err != nil {
+			var err error
+			if seededAt, err = s.writer.seed(ctx); err != nil {
 				s.log.Error(err, "Cannot list the cluster's NodeSnapshots on the hub; retrying")
 				return false, nil
 			}
@@ -312,6 +323,7 @@ func (s *Session) run(ctx context.Context) {
 		return // cancelled
 	}
 	wg.Go(func() { s.informer.RunWithContext(ctx) })
+	wg.Go(func() { s.watchLost(ctx, seededAt) })
 	for range s.cfg.Workers {
 		wg.Go(func() {
 			for s.processNext(ctx) {
@@ -360,4 +372,47 @@ func (s *Session) processNext(ctx context.Context) bool {
 		s.queue.AddRateLimited(name)
 	}
 	return true
+}
+
+// watchLost watches the cluster's snapshots on the hub from resourceVersion
+// rv and hands each one deleted to SnapshotLost. When the watch cannot
+// resume (its point was compacted away), a fresh list finds what went
+// meanwhile, and the watch starts again from it.
+func (s *Session) watchLost(ctx context.Context, rv string) {
+	if s.cfg.HubMetadata == nil {
+		return
+	}
+	snapshots := s.cfg.HubMetadata.Resource(fleetv1.GroupVersion.WithResource("nodesnapshots")).Namespace(s.cfg.Cluster.Namespace)
+	selector := labels.Set{fleetv1.ClusterLabel: s.cfg.Cluster.Name}.String()
+	lw := &cache.ListWatch{WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		o.LabelSelector = selector
+		return snapshots.Watch(ctx, o)
+	}}
+	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Steps: 1 << 30, Cap: 30 * time.Second}
+	for ctx.Err() == nil {
+		if rv != "" {
+			if w, err := watchtools.NewRetryWatcherWithContext(ctx, rv, lw); err == nil {
+				for ev := range w.ResultChan() {
+					if m, ok := ev.Object.(*metav1.PartialObjectMetadata); ok && ev.Type == watch.Deleted {
+						s.SnapshotLost(m.Name)
+					}
+				}
+				w.Stop()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff.Step()):
+		}
+		gone, next, err := s.writer.missing(ctx)
+		if err != nil {
+			s.log.V(1).Info("Cannot list the cluster's NodeSnapshots on the hub; retrying", "err", err)
+			continue
+		}
+		for _, name := range gone {
+			s.SnapshotLost(name)
+		}
+		rv = next
+	}
 }

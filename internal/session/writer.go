@@ -82,8 +82,40 @@ func newWriter(w *writer) *writer {
 }
 
 // seed learns which snapshots of this cluster the hub holds, from one
-// paginated metadata-only list.
-func (w *writer) seed(ctx context.Context) error {
+// paginated metadata-only list, and returns the list's resourceVersion.
+func (w *writer) seed(ctx context.Context) (string, error) {
+	onHub, rv, err := w.listHub(ctx)
+	if err != nil {
+		return "", err
+	}
+	w.mu.Lock()
+	w.onHub = onHub
+	w.metrics.nodes.Set(float64(len(onHub)))
+	w.mu.Unlock()
+	return rv, nil
+}
+
+// missing lists the snapshots the writer believes on the hub that a fresh
+// list no longer has (someone deleted them while nobody watched), and
+// returns the list's resourceVersion.
+func (w *writer) missing(ctx context.Context) ([]string, string, error) {
+	listed, rv, err := w.listHub(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var gone []string
+	for node, h := range w.onHub {
+		if _, ok := listed[node]; !ok {
+			gone = append(gone, h.name)
+		}
+	}
+	return gone, rv, nil
+}
+
+// listHub reads the cluster's snapshots on the hub, per node.
+func (w *writer) listHub(ctx context.Context) (map[string]hubSnapshot, string, error) {
 	onHub := map[string]hubSnapshot{}
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshotList"))
@@ -94,26 +126,21 @@ func (w *writer) seed(ctx context.Context) error {
 	}
 	for {
 		if err := w.hubReader.List(ctx, list, opts...); err != nil {
-			return err
+			return nil, "", err
 		}
 		for i := range list.Items {
 			m := &list.Items[i]
 			node, err := w.nodeNameOf(ctx, m)
 			if err != nil {
-				return err
+				return nil, "", err
 			}
 			onHub[node] = hubSnapshot{name: m.Name, digest: m.Annotations[fleetv1.DigestAnnotation], resourceVersion: m.ResourceVersion}
 		}
 		if list.Continue == "" {
-			break
+			return onHub, list.ResourceVersion, nil
 		}
 		opts = append(opts[:3:3], client.Continue(list.Continue))
 	}
-	w.mu.Lock()
-	w.onHub = onHub
-	w.metrics.nodes.Set(float64(len(onHub)))
-	w.mu.Unlock()
-	return nil
 }
 
 // nodeNameOf is the member node a snapshot mirrors. Its name cannot tell:

@@ -128,7 +128,7 @@ func newWriterFixture(t *testing.T, existing ...client.Object) *writerFixture {
 			return nil, apierrors.NewNotFound(corev1.Resource("nodes"), name)
 		},
 	})
-	if err := f.w.seed(context.Background()); err != nil {
+	if _, err := f.w.seed(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -373,5 +373,26 @@ func TestWriterCapsTheNodesAndFillsAFreedPlace(t *testing.T) {
 	f.mustSync("b")
 	if !slices.Equal(requeued, []string{"c", "d"}) || f.w.unmirrored() != 0 {
 		t.Fatalf("requeued %v, unmirrored %d; want d to take b's place", requeued, f.w.unmirrored())
+	}
+}
+
+// TestWriterFindsWhatWentMissing: after its watch of the hub lost track,
+// the writer lists the hub again and names the snapshots it wrote that
+// are no longer there, and only those.
+func TestWriterFindsWhatWentMissing(t *testing.T) {
+	f := newWriterFixture(t)
+	for _, n := range []string{"a", "b", "c"} {
+		f.set(n, "1")
+		f.mustSync(n)
+	}
+	if err := f.hub.Delete(context.Background(), &fleetv1.NodeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: "c.b"}}); err != nil {
+		t.Fatal(err)
+	}
+	gone, _, err := f.w.missing(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(gone, []string{"c.b"}) {
+		t.Fatalf("missing = %v, want [c.b]", gone)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,6 +45,10 @@ const profileEnv = "NODEMIRROR_BENCH_PROFILE"
 // shardEnv set in an operator child's environment makes it a sharded
 // replica (--shard-leases) of that identity, its Lease in shardNamespace.
 const shardEnv, shardNamespace = "NODEMIRROR_BENCH_SHARD", "nodemirror-system"
+
+// operatorFlagsEnv holds operator flags for the bench's operator to run
+// with instead of the defaults (e.g. "--snapshot-workers=2"), to compare.
+const operatorFlagsEnv = "NODEMIRROR_BENCH_OPERATOR_FLAGS"
 
 type heapReport struct {
 	HeapAlloc  uint64 `json:"heapAlloc"`
@@ -104,6 +110,14 @@ func runChild(role string, args []string) error {
 		// hub on one host needs: members on 127.0.0.1, no metrics and
 		// probe listeners.
 		o := operator.Defaults()
+		// Flags to try against the defaults, as the binary would take them.
+		if extra := strings.Fields(os.Getenv(operatorFlagsEnv)); len(extra) > 0 {
+			fs := flag.NewFlagSet("operator", flag.ContinueOnError)
+			o.BindFlags(fs)
+			if err := fs.Parse(extra); err != nil {
+				return err
+			}
+		}
 		o.MetricsAddr, o.ProbeAddr = "0", "0"
 		if err := o.AllowCIDRs.Set("127.0.0.1/32"); err != nil {
 			return err

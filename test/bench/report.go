@@ -104,9 +104,23 @@ func summary(r *results, file string) string {
 		fmt.Fprintf(&b, "| member change → websocket client, %s | %s | member watch (floor): %s%s | %s |\n",
 			rate, l.Client.p50p99(), l.Floor.p50p99(), ratios, target)
 	}
+	for _, l := range r.Latency {
+		if l.TargetRate == 0 {
+			continue
+		}
+		target := "—"
+		if l.Floor.N > 0 && l.OperatorHop.N > 0 {
+			p50, p99 := l.OperatorHop.P50/max(l.Floor.P50, 0.1), l.OperatorHop.P99/max(l.Floor.P99, 0.1)
+			target = fmt.Sprintf("≤ 2× the member watch (×%.1f / ×%.1f): %s", p50, p99, check(p50 <= 2 && p99 <= 2))
+		}
+		fmt.Fprintf(&b, "| operator hop (member watch → hub watch), %d/s (achieved %.0f/s) | %s | member watch: %s | %s |\n",
+			l.TargetRate, l.AchievedRate, l.OperatorHop.p50p99(), l.Floor.p50p99(), target)
+	}
 	m, mem := r.Mirror, r.Memory
 	if r.ran("mirror") {
-		fmt.Fprintf(&b, "| initial mirror, %d clusters × %d nodes | %.0f snapshots/s (%.1f s) | hub raw create: %.0f/s | — |\n", m.Clusters, m.NodesPerCluster, m.SnapshotsPerSecond, m.Seconds, m.HubCreatesPerSecond)
+		share := m.SnapshotsPerSecond / max(m.HubCreatesPerSecond, 1)
+		fmt.Fprintf(&b, "| initial mirror at the operator's default flags, %d clusters × %d nodes | %.0f snapshots/s (%.1f s) | hub raw create of the same objects: %.0f/s | ≥ 0.9× (×%.2f): %s |\n",
+			m.Clusters, m.NodesPerCluster, m.SnapshotsPerSecond, m.Seconds, m.HubCreatesPerSecond, share, check(share >= 0.9))
 		fmt.Fprintf(&b, "| member requests per cluster | %.1f lists, %.1f watches | — | 1 list, 1 watch: %s |\n", m.ListsPerCluster, m.WatchesPerCluster, check(m.ListsPerCluster <= 1 && m.WatchesPerCluster <= 1))
 	}
 	if r.ran("memory") && r.ran("mirror") {
