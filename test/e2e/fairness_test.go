@@ -25,9 +25,15 @@ import (
 // — no client-side hub limit, no per-cluster cap, a gate on the snapshot
 // writes in flight (here 4) shared round-robin — with a member whose nodes
 // churn labels as fast as its API server takes them, and a quiet member:
-// the quiet cluster's change latency with the noise stays within twice
-// its latency without it, measured in the same run, while the noisy
-// cluster keeps the gate busy.
+// the quiet cluster's change waits for its turn, not behind the noisy
+// cluster's backlog, while the noisy cluster keeps the gate busy. Its
+// latency beside the noise is bounded by twice its latency alone plus
+// three hub writes at the noise's pace: a turn (at most one write, the
+// gate goes round-robin), its own write, and one for slack. Behind a
+// first-come gate it would wait for the backlog of the noisy cluster's
+// 16 writers, three writes more; and no bound without the noise's pace in
+// it holds on a hub the noise saturates, which is the hub's own API
+// Priority and Fairness's business.
 func TestNoisyClusterLeavesTheQuietOneItsWrites(t *testing.T) {
 	cp := framework.StartControlPlanes(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -122,11 +128,11 @@ func TestNoisyClusterLeavesTheQuietOneItsWrites(t *testing.T) {
 	stopChurn()
 	wg.Wait()
 
-	t.Logf("quiet cluster's change latency: median %s alone, %s beside the noisy one (%d snapshot writes in %.1fs through %d slots)", alone, withNoise, made, elapsed, slots)
-	// A little absolute room: on a loaded 2-core machine a median of a few
-	// milliseconds moves by that much on its own.
-	if withNoise > 2*alone+20*time.Millisecond {
-		t.Errorf("the quiet cluster's changes took %s beside a noisy one, more than twice the %s they took alone", withNoise, alone)
+	// Little's law: slots writes in flight, made of them in elapsed.
+	write := time.Duration(float64(slots) * elapsed / float64(max(made, 1)) * float64(time.Second))
+	t.Logf("quiet cluster's change latency: median %s alone, %s beside the noisy one (%d snapshot writes in %.1fs through %d slots: %s per write)", alone, withNoise, made, elapsed, slots, write)
+	if bound := 2*alone + 3*write + 20*time.Millisecond; withNoise > bound {
+		t.Errorf("the quiet cluster's changes took %s beside a noisy one, more than %s (twice the %s alone, plus three writes of %s)", withNoise, bound, alone, write)
 	}
 	// No cap: the noisy cluster's writes go on at the hub's pace, far
 	// past what the old per-cluster cap of 25/s allowed.
