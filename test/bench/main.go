@@ -1,8 +1,12 @@
 // Command bench measures nodemirror against its baselines, side by side in
 // one run on real API servers: write amplification, propagation latency
 // (against a direct member watch), initial mirror (against the hub's raw
-// create rate), memory and object sizes, websocket fan-out, and reads
-// (against listing from the hub). It writes bench/results-<date>.{md,json}
+// create rate), memory and object sizes, websocket fan-out (against the
+// same clients watching the hub directly), reads (against listing from
+// the hub), and sharded operator replicas (two against one). The
+// operator runs at its shipped defaults; NODEMIRROR_BENCH_OPERATOR_FLAGS
+// (e.g. "--snapshot-workers=2") runs it with other flags, to compare. It
+// writes bench/results-<date>.{md,json}
 // and the README summary. `go test` runs a quick variant as a correctness
 // check (see bench_test.go).
 //
