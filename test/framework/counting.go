@@ -116,22 +116,39 @@ func (c *RequestCounter) Total() int {
 // /apis/g/v/namespaces/ns/res/name or /api/v1/res; a subresource is appended
 // after a '/'. Other paths (/readyz, /version) come back whole.
 func resourceOf(path string) (namespace, resource string) {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
+	namespace, parts, ok := apiPath(path)
+	switch {
+	case !ok:
+		return "", path
+	case len(parts) >= 3:
+		return namespace, parts[0] + "/" + parts[2]
+	}
+	return namespace, parts[0]
+}
+
+// isCollection: the path names a resource, not one object of it.
+func isCollection(path string) bool {
+	_, parts, ok := apiPath(path)
+	return ok && len(parts) == 1
+}
+
+// apiPath splits an API path after its group and version, and after
+// namespaces/<ns>: what is left is resource[/name[/subresource]]. ok is
+// false for paths outside /api and /apis.
+func apiPath(path string) (namespace string, parts []string, ok bool) {
+	parts = strings.Split(strings.Trim(path, "/"), "/")
 	switch {
 	case len(parts) >= 3 && parts[0] == "api":
 		parts = parts[2:]
 	case len(parts) >= 4 && parts[0] == "apis":
 		parts = parts[3:]
 	default:
-		return "", path
+		return "", nil, false
 	}
 	if len(parts) >= 3 && parts[0] == "namespaces" {
 		namespace, parts = parts[1], parts[2:]
 	}
-	if len(parts) >= 3 {
-		return namespace, parts[0] + "/" + parts[2]
-	}
-	return namespace, parts[0]
+	return namespace, parts, true
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)

@@ -17,3 +17,18 @@ func TestResourceOf(t *testing.T) {
 		}
 	}
 }
+
+func TestIsCollection(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/apis/fleet.nodemirror.io/v1alpha1/namespaces/a/nodesnapshots":     true,
+		"/apis/fleet.nodemirror.io/v1alpha1/namespaces/a/nodesnapshots/c.n": false,
+		"/apis/coordination.k8s.io/v1/leases":                               true,
+		"/api/v1/namespaces":                                                true,
+		"/api/v1/namespaces/kube-system":                                    false,
+		"/readyz":                                                           false,
+	} {
+		if got := isCollection(path); got != want {
+			t.Errorf("isCollection(%q) = %v, want %v", path, got, want)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package framework
 import (
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 )
@@ -77,21 +76,4 @@ func (h *HubLink) Requests() []Request {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]Request(nil), h.requests...)
-}
-
-// isCollection: the path names a resource, not one object of it.
-func isCollection(path string) bool {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	switch {
-	case len(parts) >= 3 && parts[0] == "api":
-		parts = parts[2:]
-	case len(parts) >= 4 && parts[0] == "apis":
-		parts = parts[3:]
-	default:
-		return false
-	}
-	if len(parts) >= 2 && parts[0] == "namespaces" {
-		parts = parts[2:]
-	}
-	return len(parts) == 1
 }
