@@ -95,6 +95,40 @@ var _ = Describe("A hostile member", func() {
 		Expect(f.get("flood").Status.Conditions).To(ContainElement(HaveField("Message", ContainSubstring("exceeds 1048576 bytes"))))
 	})
 
+	It("cannot make the operator read a giant protobuf watch event", func() {
+		// The node watch in the encoding client-go asks for: one frame that
+		// announces 1 GiB, then streams it; a newline every 100 bytes, which
+		// a JSON event bound would take for the ends of small events.
+		var served atomic.Int64
+		fake.Handle("/api/v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+			if v := r.URL.Query().Get("watch"); v != "true" && v != "1" {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}`))
+				return
+			}
+			w.Header().Set("Content-Type", "application/vnd.kubernetes.protobuf;stream=watch")
+			_, _ = w.Write([]byte{0x40, 0, 0, 0})
+			chunk := []byte(strings.Repeat(strings.Repeat("p", 99)+"\n", 1<<14))
+			for served.Load() < 1<<30 {
+				n, err := w.Write(chunk)
+				served.Add(int64(n))
+				if err != nil || r.Context().Err() != nil {
+					return
+				}
+				select {
+				case <-fake.Done():
+					return
+				default:
+				}
+			}
+		})
+		f.secret("giant-kubeconfig", fake.Kubeconfig())
+		f.cluster("giant")
+		Eventually(f.condition("giant", fleetv1.ConditionConnected)).Should(Equal("False/MemberResponseTooLarge"))
+		Expect(f.get("giant").Status.Conditions).To(ContainElement(HaveField("Message", ContainSubstring("watch event"))))
+		Expect(served.Load()).To(BeNumerically("<", 64<<20), "the operator read %d MiB of one event", served.Load()>>20)
+	})
+
 	It("never follows a redirect, so its credentials go nowhere else", func() {
 		var stolen atomic.Int64
 		elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

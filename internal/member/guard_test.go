@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/util/framer"
 )
 
 func TestNetworkRefusesWhatIsDeniedBeforeDialing(t *testing.T) {
@@ -78,6 +80,15 @@ func TestBoundedTransport(t *testing.T) {
 			for _, n := range []int{900, 900, 900, 1100} {
 				_, _ = w.Write([]byte(strings.Repeat("e", n) + "\n"))
 			}
+		case "/api/v1/pods":
+			// Protobuf frames, framed as the API server frames them: a
+			// newline every 100 bytes must not reset the count.
+			w.Header().Set("Content-Type", "application/vnd.kubernetes.protobuf;stream=watch")
+			frames := framer.NewLengthDelimitedFrameWriter(w)
+			for _, n := range []int{900, 900, 1100, 900} {
+				_, _ = frames.Write([]byte(strings.Repeat(strings.Repeat("p", 99)+"\n", n/100)))
+				w.(http.Flusher).Flush()
+			}
 		}
 	}))
 	defer srv.Close()
@@ -109,5 +120,18 @@ func TestBoundedTransport(t *testing.T) {
 		if len(line) > 1000 {
 			t.Errorf("an event of %d bytes was read past the limit", len(line))
 		}
+	}
+	body, err = read("/api/v1/pods?watch=true")
+	if !errors.As(err, &tooLarge) || !tooLarge.PerEvent {
+		t.Errorf("protobuf watch: %v, want a per-event ResponseTooLargeError", err)
+	}
+	// Two whole frames of 4+900 bytes and the third's prefix, at most; at
+	// least the first (the read that meets the third may drop the rest of
+	// the second: the stream fails there anyway).
+	if len(body) > 2*904+4 {
+		t.Errorf("read %d bytes of a protobuf watch, past the frame over the limit", len(body))
+	}
+	if len(body) < 904 {
+		t.Errorf("read %d bytes of a protobuf watch: frames within the limit were refused", len(body))
 	}
 }

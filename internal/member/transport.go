@@ -3,10 +3,16 @@ package member
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Limits bound what one member may make the operator read and wait for.
@@ -60,11 +66,33 @@ type ResponseTooLargeError struct {
 }
 
 func (e *ResponseTooLargeError) Error() string {
-	what := "response"
 	if e.PerEvent {
-		what = "watch event"
+		return fmt.Sprintf("%s%s exceeds %d bytes", watchEventTooLargeText, e.Path, e.Limit)
 	}
-	return fmt.Sprintf("member %s to %s exceeds %d bytes", what, e.Path, e.Limit)
+	return fmt.Sprintf("member response to %s exceeds %d bytes", e.Path, e.Limit)
+}
+
+// watchEventTooLargeText is what ResponseTooLargeError.Error says of a watch
+// event; WatchEventTooLarge finds it again.
+const watchEventTooLargeText = "member watch event to "
+
+// WatchEventTooLarge reports whether err ended a watch because one of its
+// events was over the limit. client-go's watch decoder turns the
+// ResponseTooLargeError that cut the stream into the text of an internal
+// error Status, so errors.As cannot find it there. A member could send such
+// a Status itself; all it gains is the condition it could have had by
+// sending a giant event.
+func WatchEventTooLarge(err error) bool {
+	var tooLarge *ResponseTooLargeError
+	if errors.As(err, &tooLarge) {
+		return tooLarge.PerEvent
+	}
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Reason != metav1.StatusReasonInternalError {
+		return false
+	}
+	msg := status.Status().Message
+	return strings.Contains(msg, watchEventTooLargeText) && strings.Contains(msg, " exceeds ")
 }
 
 // RedirectError is a member answer that asked to go elsewhere: the
@@ -110,13 +138,21 @@ func (t *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	case isProbe(req.URL.Path):
 		limit = t.limits.ProbeBytes
 	}
-	resp.Body = &boundedBody{body: resp.Body, cancel: cancel, limit: limit, perEvent: perEvent, path: req.URL.Path}
+	resp.Body = &boundedBody{body: resp.Body, cancel: cancel, limit: limit, perEvent: perEvent, path: req.URL.Path,
+		lengthPrefixed: perEvent && isProtobuf(resp.Header.Get("Content-Type"))}
 	return resp, nil
 }
 
 func isWatch(req *http.Request) bool {
 	w := req.URL.Query().Get("watch")
 	return w == "true" || w == "1"
+}
+
+// isProtobuf tells a protobuf watch stream, whose events are frames of a
+// 4-byte big-endian length and that many bytes (the encoding client-go's
+// generated clients ask for), from a JSON one.
+func isProtobuf(contentType string) bool {
+	return strings.HasPrefix(contentType, "application/vnd.kubernetes.protobuf")
 }
 
 func isProbe(path string) bool {
@@ -128,16 +164,25 @@ func isProbe(path string) bool {
 }
 
 // boundedBody fails a read that takes the body past its limit: the whole
-// body, or, for a watch, the bytes since the last newline (the API server
-// ends every JSON watch event with one, and JSON never holds a raw one).
+// body, or, for a watch, one event: in JSON the bytes since the last
+// newline (the API server ends every JSON watch event with one, and JSON
+// never holds a raw one); in protobuf a frame whose length prefix is over
+// the limit, refused before its bytes arrive (a newline is just another
+// byte in protobuf, so counting them would bound nothing).
 type boundedBody struct {
-	body     io.ReadCloser
-	cancel   context.CancelFunc
-	limit    int64
-	perEvent bool
-	path     string
-	n        int64
-	err      error
+	body           io.ReadCloser
+	cancel         context.CancelFunc
+	limit          int64
+	perEvent       bool
+	lengthPrefixed bool
+	path           string
+	n              int64
+	err            error
+
+	// For length-prefixed frames: the bytes of the frame left to pass, or
+	// the part of the next length prefix read so far.
+	frameLeft int64
+	prefix    []byte
 }
 
 func (b *boundedBody) Read(p []byte) (int, error) {
@@ -145,7 +190,15 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	n, err := b.body.Read(p)
-	if b.perEvent {
+	switch {
+	case b.lengthPrefixed:
+		if !b.frames(p[:n]) {
+			b.err = &ResponseTooLargeError{Path: b.path, Limit: b.limit, PerEvent: true}
+			_ = b.Close()
+			return 0, b.err
+		}
+		return n, err
+	case b.perEvent:
 		for chunk := p[:n]; len(chunk) > 0; {
 			i := bytes.IndexByte(chunk, '\n')
 			if i < 0 {
@@ -159,7 +212,7 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 			b.n = 0
 			chunk = chunk[i+1:]
 		}
-	} else {
+	default:
 		b.n += int64(n)
 	}
 	if b.n > b.limit {
@@ -168,6 +221,31 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	return n, err
+}
+
+// frames follows length-prefixed frames through chunk; it is false once a
+// frame announces more bytes than the limit.
+func (b *boundedBody) frames(chunk []byte) bool {
+	for len(chunk) > 0 {
+		if b.frameLeft > 0 {
+			skip := min(b.frameLeft, int64(len(chunk)))
+			b.frameLeft -= skip
+			chunk = chunk[skip:]
+			continue
+		}
+		take := min(4-len(b.prefix), len(chunk))
+		b.prefix = append(b.prefix, chunk[:take]...)
+		chunk = chunk[take:]
+		if len(b.prefix) < 4 {
+			return true
+		}
+		b.frameLeft = int64(binary.BigEndian.Uint32(b.prefix))
+		b.prefix = b.prefix[:0]
+		if b.frameLeft > b.limit {
+			return false
+		}
+	}
+	return true
 }
 
 func (b *boundedBody) Close() error {

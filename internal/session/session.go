@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
+	"github.com/nodemirror/nodemirror/internal/member"
 	"github.com/nodemirror/nodemirror/internal/projection"
 )
 
@@ -176,7 +178,14 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = cfg.Selector
-			return nodes.Watch(ctx, o)
+			w, err := nodes.Watch(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return watch.Filter(w, func(ev watch.Event) (watch.Event, bool) {
+				s.watchEvent(ctx, ev)
+				return ev, true
+			}), nil
 		},
 	}}, &corev1.Node{}, cfg.Resync, cache.Indexers{})
 	s.writer = newWriter(&writer{
@@ -295,6 +304,18 @@ func (s *Session) watchError(_ context.Context, _ *cache.Reflector, err error) {
 	s.listErr = &listError{conn: c, atResourceVersion: s.informer.LastSyncResourceVersion()}
 	s.mu.Unlock()
 	s.notify()
+}
+
+// watchEvent reports a node watch that a member event too large for the
+// operator's limit ended: the reflector only logs an error that ends a
+// watch, and would start the next one without the error handler knowing.
+func (s *Session) watchEvent(ctx context.Context, ev watch.Event) {
+	if ev.Type != watch.Error {
+		return
+	}
+	if err := apierrors.FromObject(ev.Object); member.WatchEventTooLarge(err) {
+		s.watchError(ctx, nil, err)
+	}
 }
 
 func (s *Session) run(ctx context.Context) {
