@@ -33,9 +33,15 @@ func TestQuickBench(t *testing.T) {
 		if l.Floor.N == 0 || l.Client.N == 0 {
 			t.Errorf("latency at %d/s: %d at the floor, %d at the client", l.TargetRate, l.Floor.N, l.Client.N)
 		}
+		if l.CPU.MachineBusy <= 0 || l.CPU.MachineBusy > 1 || l.CPU.HubAPIServer <= 0 {
+			t.Errorf("latency at %d/s: CPU %+v", l.TargetRate, l.CPU)
+		}
 	}
 	if res.Mirror.SnapshotsPerSecond <= 0 || res.Mirror.ListsPerCluster > 1 || res.Mirror.WatchesPerCluster > 1 {
 		t.Errorf("initial mirror: %+v", res.Mirror)
+	}
+	if m := res.Mirror; m.RawCPU.HubCPUSeconds <= 0 || m.OperatorCPU.HubCPUSeconds <= 0 || m.OperatorCPU.OperatorCPUSec <= 0 || m.OperatorCPU.MachineBusy <= 0 {
+		t.Errorf("initial mirror CPU: raw %+v, operator %+v", m.RawCPU, m.OperatorCPU)
 	}
 	for _, f := range res.Fanout {
 		if f.Deliveries != f.Expected {

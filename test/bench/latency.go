@@ -33,6 +33,8 @@ type latencyRun struct {
 	SidecarHop   dist    `json:"sidecarHop"`
 	RatioP50     float64 `json:"endToEndOverFloorP50"`
 	RatioP99     float64 `json:"endToEndOverFloorP99"`
+	// CPU is measured while the changes are made, stragglers excluded.
+	CPU cpuUse `json:"cpu"`
 }
 
 // stamps records when each change was made and seen at each hop.
@@ -157,6 +159,7 @@ func (e *env) latency(ctx context.Context, res *results) error {
 	for _, rate := range e.sz.LatencyRates {
 		first := seq + 1
 		start := time.Now()
+		meter := e.startCPU()
 		if rate == 0 {
 			for i := range e.sz.IdleSamples {
 				if err := patch(ctx, nodeName(0, 0, i%n)); err != nil {
@@ -181,11 +184,12 @@ func (e *env) latency(ctx context.Context, res *results) error {
 			}
 		}
 		elapsed := time.Since(start)
+		used := meter.stop()
 		last := seq
 		// Stragglers: wait until the client has them all, or 10s.
 		st.waitClient(last, 10*time.Second)
 		time.Sleep(500 * time.Millisecond)
-		r := latencyRun{TargetRate: rate, Sent: last - first + 1}
+		r := latencyRun{TargetRate: rate, Sent: last - first + 1, CPU: used}
 		if rate > 0 {
 			r.AchievedRate = float64(int(float64(r.Sent)/elapsed.Seconds()*10)) / 10
 		}
@@ -216,8 +220,8 @@ func (e *env) latency(ctx context.Context, res *results) error {
 		r.Floor, r.Hub, r.Client, r.OperatorHop, r.SidecarHop = summarize(floor), summarize(hub), summarize(cl), summarize(opHop), summarize(scHop)
 		r.RatioP50, r.RatioP99 = ratio(r.Client.P50, r.Floor.P50), ratio(r.Client.P99, r.Floor.P99)
 		res.Latency = append(res.Latency, r)
-		e.log("  rate %d/s (achieved %.0f): floor p50 %.1fms p99 %.1fms; end to end p50 %.1fms p99 %.1fms (%d/%d at the client)",
-			rate, r.AchievedRate, r.Floor.P50, r.Floor.P99, r.Client.P50, r.Client.P99, r.Client.N, r.Sent)
+		e.log("  rate %d/s (achieved %.0f): floor p50 %.1fms p99 %.1fms; end to end p50 %.1fms p99 %.1fms (%d/%d at the client); machine %s busy",
+			rate, r.AchievedRate, r.Floor.P50, r.Floor.P99, r.Client.P50, r.Client.P99, r.Client.N, r.Sent, used.busy())
 	}
 	return nil
 }

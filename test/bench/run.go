@@ -67,6 +67,10 @@ type initialMirror struct {
 	HubCreatesPerSecond       float64 `json:"hubRawCreatesPerSecond"`
 	ListsPerCluster           float64 `json:"memberListsPerCluster"`
 	WatchesPerCluster         float64 `json:"memberWatchesPerCluster"`
+	// The CPU of the raw create and of the operator's mirror, each while
+	// the same hub watch counted its snapshots.
+	RawCPU      cpuUse `json:"rawCreateCPU"`
+	OperatorCPU cpuUse `json:"operatorMirrorCPU"`
 }
 
 type memory struct {
