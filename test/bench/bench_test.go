@@ -48,6 +48,9 @@ func TestQuickBench(t *testing.T) {
 			t.Errorf("fan-out to %d clients: %d of %d delivered", f.Clients, f.Deliveries, f.Expected)
 		}
 	}
+	if f := res.FanoutWriteFloor; f == nil || f.MicrosPerWrite <= 0 || f.MessageBytes == 0 {
+		t.Errorf("write floor: %+v", f)
+	}
 	if res.FanoutWatch["nodesnapshots"] != 1 || res.FanoutWatch["managedclusters"] != 1 {
 		t.Errorf("sidecar hub watches: %v, want one per kind", res.FanoutWatch)
 	}

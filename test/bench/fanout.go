@@ -5,17 +5,22 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -56,6 +61,8 @@ type fanoutRun struct {
 	// every round: with the sidecar, it serves one watch.
 	HubCores          float64 `json:"hubCores"`
 	HubCPUPerDelivery float64 `json:"hubCPUMicrosPerDelivery"`
+	// MessageBytes is the size of the largest delivery a client read.
+	MessageBytes int `json:"messageBytes"`
 }
 
 // processCPU is the CPU time, in seconds, a process has used so far.
@@ -176,6 +183,19 @@ func (e *env) fanout(ctx context.Context, res *results) error {
 				clients, via, r.Deliveries, r.Expected, r.Ended, r.Delivery.P50, r.Delivery.P99, r.ServerCores, r.CPUPerDelivery, r.HubCPUPerDelivery)
 		}
 	}
+	// The floor under any server that writes each delivery on its own: as
+	// many loopback connections as the largest round, the sidecar's
+	// message size.
+	if len(res.Fanout) > 0 {
+		if side, _ := res.fanoutAt(slices.Max(e.sz.FanoutClients)); side != nil {
+			floor, err := writeFloor(side.Clients, side.MessageBytes, max(20*side.Clients, 50_000))
+			if err != nil {
+				return err
+			}
+			res.FanoutWriteFloor = &writeFloorRun{Connections: side.Clients, MessageBytes: side.MessageBytes, MicrosPerWrite: floor}
+			e.log("  write(2) floor: %.1f µs per %d-byte message over %d loopback connections", floor, side.MessageBytes, side.Clients)
+		}
+	}
 	req := e.sidecar.requests()
 	res.FanoutWatch = map[string]int{"nodesnapshots": req.SnapshotWatch, "managedclusters": req.ClusterWatch}
 	return nil
@@ -189,7 +209,7 @@ func (e *env) fanoutRound(ctx context.Context, via string, streams []stream, ser
 	var mu sync.Mutex
 	sent := map[int]time.Time{}
 	var lat []time.Duration
-	deliveries, ended := 0, 0
+	deliveries, ended, largest := 0, 0, 0
 	var wg sync.WaitGroup
 	rctx, stopReaders := context.WithCancel(ctx)
 	defer func() {
@@ -217,6 +237,7 @@ func (e *env) fanoutRound(ctx context.Context, via string, streams []stream, ser
 					if t0, ok := sent[n]; ok {
 						lat = append(lat, now.Sub(t0))
 						deliveries++
+						largest = max(largest, len(data))
 					}
 					mu.Unlock()
 				}
@@ -264,7 +285,7 @@ func (e *env) fanoutRound(ctx context.Context, via string, streams []stream, ser
 	defer mu.Unlock()
 	r := fanoutRun{Via: via, Clients: clients, Changes: *seq - first, Rate: e.sz.FanoutRate, Deliveries: deliveries, Expected: expected, Delivery: summarize(lat),
 		Achieved: math.Round(float64(total)/elapsed.Seconds()*10) / 10, Ended: ended,
-		ServerCores: math.Round(cores*100) / 100, HubCores: math.Round(hubCores*100) / 100}
+		ServerCores: math.Round(cores*100) / 100, HubCores: math.Round(hubCores*100) / 100, MessageBytes: largest}
 	if deliveries > 0 {
 		r.CPUPerDelivery = math.Round(cpuAll/float64(deliveries)*1e7) / 10
 		r.HubCPUPerDelivery = math.Round(hubAll/float64(deliveries)*1e7) / 10
@@ -375,4 +396,65 @@ func (e *env) connect(ctx context.Context, n int, subscribe string) ([]*websocke
 		return err
 	})
 	return conns, err
+}
+
+// writeFloorRun is what writeFloor measured, beside the fan-out rounds.
+type writeFloorRun struct {
+	Connections    int     `json:"connections"`
+	MessageBytes   int     `json:"messageBytes"`
+	MicrosPerWrite float64 `json:"cpuMicrosPerWrite"`
+}
+
+// writeFloor is the CPU, in µs, that one write(2) of size bytes to a
+// loopback TCP socket costs the writing thread, over conns connections
+// written in turn as a fan-out writes them: the floor under any server
+// that sends each delivery in a write of its own.
+func writeFloor(conns, size, writes int) (float64, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	var drains sync.WaitGroup
+	defer drains.Wait()
+	var clients []net.Conn
+	defer func() {
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}()
+	for range conns {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			return 0, err
+		}
+		clients = append(clients, c)
+		s, err := l.Accept()
+		if err != nil {
+			return 0, err
+		}
+		drains.Go(func() {
+			_, _ = io.Copy(io.Discard, c)
+		})
+		clients = append(clients, s)
+	}
+	msg := bytes.Repeat([]byte("x"), size)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var before, after unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &before); err != nil {
+		return 0, err
+	}
+	for i := range writes {
+		// The accepted side of pair i%conns: clients holds dialed, accepted
+		// in turn.
+		if _, err := clients[2*(i%conns)+1].Write(msg); err != nil {
+			return 0, err
+		}
+	}
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &after); err != nil {
+		return 0, err
+	}
+	used := time.Duration(after.Nano() - before.Nano())
+	return math.Round(float64(used.Nanoseconds())/float64(writes)/100) / 10, nil
 }

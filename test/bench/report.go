@@ -145,6 +145,9 @@ func summary(r *results, file string) string {
 		targets := []string{fmt.Sprintf("ahead of direct watches: %s", check(side.ahead(direct)))}
 		if hub := bestHubCPU(direct); hub > 0 {
 			base = append(base, fmt.Sprintf("API server CPU %.1f µs per delivery", hub))
+			if f := r.FanoutWriteFloor; f != nil && f.Connections == n {
+				base = append(base, fmt.Sprintf("floor of one write(2) per delivery (%d B, %d loopback connections): %.1f µs", f.MessageBytes, f.Connections, f.MicrosPerWrite))
+			}
 			if n >= 1000 {
 				targets = append(targets, fmt.Sprintf("CPU per delivery ≤ 0.25× the API server's (×%.2f): %s", side.CPUPerDelivery/hub, check(side.CPUPerDelivery <= hub/4)))
 			}

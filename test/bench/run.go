@@ -39,11 +39,14 @@ type results struct {
 	Memory      memory         `json:"memory"`
 	Fanout      []fanoutRun    `json:"fanout"`
 	FanoutWatch map[string]int `json:"fanoutHubWatches"`
-	Reads       []readRun      `json:"reads"`
-	Operations  *operationsRun `json:"operations,omitempty"`
-	Replicas    []replicaRound `json:"replicas,omitempty"`
-	HubCost     *hubCostRun    `json:"hubCost,omitempty"`
-	Notes       []string       `json:"notes,omitempty"`
+	// FanoutWriteFloor is one loopback write(2) per delivery, measured
+	// after the fan-out rounds.
+	FanoutWriteFloor *writeFloorRun `json:"fanoutWriteFloor,omitempty"`
+	Reads            []readRun      `json:"reads"`
+	Operations       *operationsRun `json:"operations,omitempty"`
+	Replicas         []replicaRound `json:"replicas,omitempty"`
+	HubCost          *hubCostRun    `json:"hubCost,omitempty"`
+	Notes            []string       `json:"notes,omitempty"`
 	// Scenarios are the steps that ran, when not all did.
 	Scenarios []string `json:"scenarios,omitempty"`
 }
