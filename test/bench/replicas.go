@@ -58,16 +58,17 @@ func (e *env) replicas(ctx context.Context, res *results) error {
 			}
 			reps = append(reps, c)
 		}
-		// Every replica's baseline, before it has anything to mirror.
-		time.Sleep(2 * time.Second)
+		// Every replica's baseline, before it has anything to mirror, once
+		// its caches of the hub have filled: a baseline read while they
+		// still fill would count them as the replica's share of nodes.
 		base := make([]float64, n)
 		for i, r := range reps {
-			h, err := r.heap()
+			h, err := settledHeap(ctx, r)
 			if err != nil {
 				stopAll()
 				return err
 			}
-			base[i] = float64(h.HeapAlloc)
+			base[i] = h
 		}
 		start := time.Now()
 		for m := range e.sz.Members {
@@ -109,6 +110,28 @@ func (e *env) replicas(ctx context.Context, res *results) error {
 		e.log("  %d replica(s): %d snapshots in %.1fs, %d hub writes, heap per replica %v, writes per replica %v", n, total, r.Seconds, r.HubWrites, r.HeapPerReplica, r.WritesPerReplica)
 	}
 	return nil
+}
+
+// settledHeap is a child's heap after GC once two reads a second apart
+// agree within 2%, or after 15 seconds.
+func settledHeap(ctx context.Context, c *child) (float64, error) {
+	prev := -1.0
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		h, err := c.heap()
+		if err != nil {
+			return 0, err
+		}
+		cur := float64(h.HeapAlloc)
+		if math.Abs(cur-prev) <= 0.02*cur || time.Now().After(deadline) {
+			return cur, nil
+		}
+		prev = cur
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // copySecrets puts the member kubeconfig Secrets into ns.
