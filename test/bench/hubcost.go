@@ -652,7 +652,7 @@ var hubCostFigures = []struct {
 	{"etcd DB total size", func(p hubCostPoint) float64 { return p.EtcdDBSize }},
 	{"etcd DB in use", func(p hubCostPoint) float64 { return p.EtcdDBInUse }},
 	{"etcd RSS", func(p hubCostPoint) float64 { return p.EtcdRSS }},
-	{"operator heap (metadata cache of every snapshot)", func(p hubCostPoint) float64 { return p.OperatorHeap }},
+	{"operator heap (it keeps nothing of snapshots it does not write)", func(p hubCostPoint) float64 { return p.OperatorHeap }},
 	{"sidecar heap (full cache of every snapshot)", func(p hubCostPoint) float64 { return p.SidecarHeap }},
 }
 
