@@ -111,6 +111,47 @@ func TestOutboxConflation(t *testing.T) {
 	}
 }
 
+// TestOutboxConflationAtAnyDepth conflates the same way whether a pending
+// item is found by scanning a short queue or through the index a longer
+// one builds, and as the queue grows past the scan limit, empties and
+// grows again.
+func TestOutboxConflationAtAnyDepth(t *testing.T) {
+	obj := func(i int) *Object {
+		return &Object{Namespace: "n", Name: fmt.Sprint(i), Raw: fmt.Appendf(nil, `{"metadata":{"name":"o%d"}}`, i)}
+	}
+	o := NewOutbox(1000, 0, nil)
+	for _, depth := range []int{3, scanLimit, scanLimit + 1, 3 * scanLimit, 2} {
+		for i := range depth {
+			o.push("s", protocol.Modified, obj(i), fmt.Sprint(i), false)
+		}
+		// Every other object changes again, the first one deleted, and one
+		// added and deleted before it was seen.
+		for i := 0; i < depth; i += 2 {
+			typ := protocol.Modified
+			if i == 0 {
+				typ = protocol.Deleted
+			}
+			o.push("s", typ, obj(i), fmt.Sprint(100+i), false)
+		}
+		o.push("s", protocol.Added, obj(999), "998", false)
+		o.push("s", protocol.Deleted, obj(999), "999", false)
+		var want []string
+		for i := 1; i < depth; i += 2 {
+			want = append(want, fmt.Sprintf("MODIFIED o%d@%d", i, i))
+		}
+		for i := 0; i < depth; i += 2 {
+			typ := protocol.Modified
+			if i == 0 {
+				typ = protocol.Deleted
+			}
+			want = append(want, fmt.Sprintf("%s o%d@%d", typ, i, 100+i))
+		}
+		if got := drain(t, o); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("depth %d: got %v, want %v", depth, got, want)
+		}
+	}
+}
+
 func TestOutboxByteLimitCountsCatchUpAndControlBodies(t *testing.T) {
 	a := &Object{Namespace: "n", Name: "a", Raw: []byte(`{}`)}
 	o := NewOutbox(1000, 3*ItemOverhead+100, nil)
@@ -303,5 +344,20 @@ func TestNewFilter(t *testing.T) {
 		if got := [3]bool{tc.f.Match(a), tc.f.Match(b), tc.f.Match(other)}; got != tc.want {
 			t.Errorf("%+v matches %v, want %v", tc.f, got, tc.want)
 		}
+	}
+}
+
+// BenchmarkOutboxPushPop is a client that keeps up: one event pending at a
+// time, pushed by the broker and popped by the connection's writer.
+func BenchmarkOutboxPushPop(b *testing.B) {
+	o := NewOutbox(1000, 0, nil)
+	objs := make([]*Object, 100)
+	for i := range objs {
+		objs[i] = &Object{Namespace: "fleet", Name: fmt.Sprintf("east.node-%03d", i), Raw: []byte(`{}`)}
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		o.push("nodes", protocol.Modified, objs[i%len(objs)], "1", false)
+		o.Pop()
 	}
 }
