@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
@@ -14,9 +15,12 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
+
+	fleetv1 "github.com/nodemirror/nodemirror/api/v1alpha1"
 )
 
 // ViewerRole is the shipped ClusterRole that lets people read the two kinds.
@@ -42,7 +46,10 @@ func ApplyUserRoles(ctx context.Context, cs kubernetes.Interface) error {
 }
 
 // ViewerToken creates ServiceAccount namespace/name, binds it in its
-// namespace to the shipped viewer role, and returns a token for it.
+// namespace to the shipped viewer role, and returns a token for it once
+// the hub's authorizer grants the binding: it learns of RoleBindings from
+// a watch, and on a loaded machine a request made at once can still be
+// refused.
 func ViewerToken(ctx context.Context, cs kubernetes.Interface, namespace, name string) (string, error) {
 	if err := ApplyUserRoles(ctx, cs); err != nil {
 		return "", err
@@ -58,7 +65,26 @@ func ViewerToken(ctx context.Context, cs kubernetes.Interface, namespace, name s
 	if _, err := cs.RbacV1().RoleBindings(namespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		return "", err
 	}
+	if err := waitAllowed(ctx, cs, "system:serviceaccount:"+namespace+":"+name, "list", namespace, "nodesnapshots"); err != nil {
+		return "", err
+	}
 	return Token(ctx, cs, namespace, name)
+}
+
+// waitAllowed waits until the hub's authorizer lets user verb resource of
+// the fleet group in namespace.
+func waitAllowed(ctx context.Context, cs kubernetes.Interface, user, verb, namespace, resource string) error {
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User:               user,
+			ResourceAttributes: &authzv1.ResourceAttributes{Namespace: namespace, Verb: verb, Group: fleetv1.GroupVersion.Group, Resource: resource},
+		}}, metav1.CreateOptions{})
+		return err == nil && sar.Status.Allowed, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s may not %s %s in %s yet: %w", user, verb, resource, namespace, err)
+	}
+	return nil
 }
 
 // Token returns an hour's token for ServiceAccount namespace/name.
