@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 )
 
 // Limits bound what one member may make the operator read and wait for.
@@ -66,33 +65,48 @@ type ResponseTooLargeError struct {
 }
 
 func (e *ResponseTooLargeError) Error() string {
+	what := "response"
 	if e.PerEvent {
-		return fmt.Sprintf("%s%s exceeds %d bytes", watchEventTooLargeText, e.Path, e.Limit)
+		what = "watch event"
 	}
-	return fmt.Sprintf("member response to %s exceeds %d bytes", e.Path, e.Limit)
+	return fmt.Sprintf("member %s to %s exceeds %d bytes", what, e.Path, e.Limit)
 }
 
-// watchEventTooLargeText is what ResponseTooLargeError.Error says of a watch
-// event; WatchEventTooLarge finds it again.
-const watchEventTooLargeText = "member watch event to "
+// ReportWatchEventsTooLarge makes every watch of clients built from cfg
+// call report when a member event over the limit ends it. client-go's
+// watch decoder turns the error that cut the stream into the text of a
+// watch Error event, and the reflector only logs an error that ends a
+// watch: the typed error is seen here, where the body is read, or not at
+// all.
+func ReportWatchEventsTooLarge(cfg *rest.Config, report func(*ResponseTooLargeError)) {
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
+			if err == nil && isWatch(req) {
+				resp.Body = &reportingBody{ReadCloser: resp.Body, report: report}
+			}
+			return resp, err
+		})
+	})
+}
 
-// WatchEventTooLarge reports whether err ended a watch because one of its
-// events was over the limit. client-go's watch decoder turns the
-// ResponseTooLargeError that cut the stream into the text of an internal
-// error Status, so errors.As cannot find it there. A member could send such
-// a Status itself; all it gains is the condition it could have had by
-// sending a giant event.
-func WatchEventTooLarge(err error) bool {
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// reportingBody reports the per-event ResponseTooLargeError its read meets.
+type reportingBody struct {
+	io.ReadCloser
+	report func(*ResponseTooLargeError)
+}
+
+func (b *reportingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
 	var tooLarge *ResponseTooLargeError
-	if errors.As(err, &tooLarge) {
-		return tooLarge.PerEvent
+	if err != nil && errors.As(err, &tooLarge) && tooLarge.PerEvent {
+		b.report(tooLarge)
 	}
-	var status apierrors.APIStatus
-	if !errors.As(err, &status) || status.Status().Reason != metav1.StatusReasonInternalError {
-		return false
-	}
-	msg := status.Status().Message
-	return strings.Contains(msg, watchEventTooLargeText) && strings.Contains(msg, " exceeds ")
+	return n, err
 }
 
 // RedirectError is a member answer that asked to go elsewhere: the

@@ -90,8 +90,6 @@ func classify(err error) Connection {
 		return Connection{metav1.ConditionFalse, fleetv1.ReasonRedirected, redirect.Error()}
 	case errors.As(err, &tooLarge):
 		return Connection{metav1.ConditionFalse, fleetv1.ReasonMemberResponseTooLarge, tooLarge.Error()}
-	case member.WatchEventTooLarge(err):
-		return Connection{metav1.ConditionFalse, fleetv1.ReasonMemberResponseTooLarge, "a member node watch event exceeds the operator's --member-max-watch-event-bytes"}
 	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &verify):
 		return Connection{metav1.ConditionFalse, fleetv1.ReasonCertificateUntrusted, "member API server certificate is not trusted by the kubeconfig's CA: " + clean(err)}
 	case apierrors.IsUnauthorized(err):

@@ -9,7 +9,6 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -151,13 +150,15 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		cfg.OnChange = func(context.Context) {}
 	}
 	cfg.Probe.defaults()
-	member := rest.CopyConfig(cfg.Member)
-	member.UserAgent = "nodemirror/" + cfg.Cluster.String()
-	cs, err := kubernetes.NewForConfig(member)
+	memberCfg := rest.CopyConfig(cfg.Member)
+	memberCfg.UserAgent = "nodemirror/" + cfg.Cluster.String()
+	var s *Session // set below, before any request is made
+	member.ReportWatchEventsTooLarge(memberCfg, func(err *member.ResponseTooLargeError) { s.watchError(ctx, nil, err) })
+	cs, err := kubernetes.NewForConfig(memberCfg)
 	if err != nil {
 		return nil, fmt.Errorf("cannot build member client: %w", err)
 	}
-	s := &Session{
+	s = &Session{
 		cfg:     cfg,
 		log:     cfg.Log.WithValues("managedCluster", klog.KRef(cfg.Cluster.Namespace, cfg.Cluster.Name)),
 		metrics: newClusterMetrics(cfg.Cluster),
@@ -178,14 +179,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = cfg.Selector
-			w, err := nodes.Watch(ctx, o)
-			if err != nil {
-				return nil, err
-			}
-			return watch.Filter(w, func(ev watch.Event) (watch.Event, bool) {
-				s.watchEvent(ctx, ev)
-				return ev, true
-			}), nil
+			return nodes.Watch(ctx, o)
 		},
 	}}, &corev1.Node{}, cfg.Resync, cache.Indexers{})
 	s.writer = newWriter(&writer{
@@ -304,18 +298,6 @@ func (s *Session) watchError(_ context.Context, _ *cache.Reflector, err error) {
 	s.listErr = &listError{conn: c, atResourceVersion: s.informer.LastSyncResourceVersion()}
 	s.mu.Unlock()
 	s.notify()
-}
-
-// watchEvent reports a node watch that a member event too large for the
-// operator's limit ended: the reflector only logs an error that ends a
-// watch, and would start the next one without the error handler knowing.
-func (s *Session) watchEvent(ctx context.Context, ev watch.Event) {
-	if ev.Type != watch.Error {
-		return
-	}
-	if err := apierrors.FromObject(ev.Object); member.WatchEventTooLarge(err) {
-		s.watchError(ctx, nil, err)
-	}
 }
 
 func (s *Session) run(ctx context.Context) {
