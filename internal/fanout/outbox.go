@@ -98,13 +98,14 @@ func (it *Item) key() itemKey {
 	return itemKey{it.Subscription, it.Object.Namespace, it.Object.Name}
 }
 
-// pending is the element of key's pending item, or nil.
+// pending is the element of key's pending item, or nil; key names an
+// object (control items have the zero key and are never found).
 func (o *Outbox) pending(key itemKey) *list.Element {
 	if o.index != nil {
 		return o.index[key]
 	}
 	for el := o.items.Front(); el != nil; el = el.Next() {
-		if it := el.Value.(*Item); it.Object != nil && it.key() == key {
+		if el.Value.(*Item).key() == key {
 			return el
 		}
 	}
@@ -152,7 +153,7 @@ func (o *Outbox) push(sub, typ string, obj *Object, resumeFrom string, catchUp b
 func (o *Outbox) remove(el *list.Element) {
 	it := o.items.Remove(el).(*Item)
 	o.bytes -= it.ownBytes()
-	if o.index != nil && it.Object != nil {
+	if o.index != nil {
 		delete(o.index, it.key())
 	}
 	if o.items.Len() == 0 {

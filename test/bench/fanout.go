@@ -417,9 +417,9 @@ func writeFloor(conns, size, writes int) (float64, error) {
 	defer l.Close()
 	var drains sync.WaitGroup
 	defer drains.Wait()
-	var clients []net.Conn
+	var dialed, accepted []net.Conn
 	defer func() {
-		for _, c := range clients {
+		for _, c := range slices.Concat(dialed, accepted) {
 			_ = c.Close()
 		}
 	}()
@@ -428,15 +428,15 @@ func writeFloor(conns, size, writes int) (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		clients = append(clients, c)
-		s, err := l.Accept()
+		dialed = append(dialed, c)
+		a, err := l.Accept()
 		if err != nil {
 			return 0, err
 		}
+		accepted = append(accepted, a)
 		drains.Go(func() {
 			_, _ = io.Copy(io.Discard, c)
 		})
-		clients = append(clients, s)
 	}
 	msg := bytes.Repeat([]byte("x"), size)
 	runtime.LockOSThread()
@@ -446,9 +446,7 @@ func writeFloor(conns, size, writes int) (float64, error) {
 		return 0, err
 	}
 	for i := range writes {
-		// The accepted side of pair i%conns: clients holds dialed, accepted
-		// in turn.
-		if _, err := clients[2*(i%conns)+1].Write(msg); err != nil {
+		if _, err := accepted[i%conns].Write(msg); err != nil {
 			return 0, err
 		}
 	}

@@ -75,11 +75,8 @@ func ViewerToken(ctx context.Context, cs kubernetes.Interface, namespace, name s
 // the fleet group in namespace.
 func waitAllowed(ctx context.Context, cs kubernetes.Interface, user, verb, namespace, resource string) error {
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
-			User:               user,
-			ResourceAttributes: &authzv1.ResourceAttributes{Namespace: namespace, Verb: verb, Group: fleetv1.GroupVersion.Group, Resource: resource},
-		}}, metav1.CreateOptions{})
-		return err == nil && sar.Status.Allowed, nil
+		ok, err := allowed(ctx, cs, user, verb, namespace, fleetv1.GroupVersion.Group, resource)
+		return err == nil && ok, nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s may not %s %s in %s yet: %w", user, verb, resource, namespace, err)
@@ -101,12 +98,22 @@ func Token(ctx context.Context, cs kubernetes.Interface, namespace, name string)
 // resources of group (cluster-wide).
 func Can(ctx context.Context, t testing.TB, cs kubernetes.Interface, user, verb, group, resource string) bool {
 	t.Helper()
-	sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
-		User:               user,
-		ResourceAttributes: &authzv1.ResourceAttributes{Verb: verb, Group: group, Resource: resource},
-	}}, metav1.CreateOptions{})
+	ok, err := allowed(ctx, cs, user, verb, "", group, resource)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sar.Status.Allowed
+	return ok
+}
+
+// allowed is the hub's SubjectAccessReview answer for user ("" namespace:
+// cluster-wide).
+func allowed(ctx context.Context, cs kubernetes.Interface, user, verb, namespace, group, resource string) (bool, error) {
+	sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+		User:               user,
+		ResourceAttributes: &authzv1.ResourceAttributes{Namespace: namespace, Verb: verb, Group: group, Resource: resource},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		return false, err
+	}
+	return sar.Status.Allowed, nil
 }
