@@ -125,7 +125,7 @@ func (e *env) initialMirror(ctx context.Context, res *results) error {
 	if err != nil {
 		return err
 	}
-	counted := make(chan int)
+	counted := make(chan int, 1) // read only when the creates all succeeded
 	go func() {
 		n := 0
 		for range ceiling.ResultChan() {
