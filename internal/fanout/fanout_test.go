@@ -361,3 +361,118 @@ func BenchmarkOutboxPushPop(b *testing.B) {
 		o.Pop()
 	}
 }
+
+// The direct writer takes a message only when nothing is queued or being
+// written, and one it refuses goes before those queued meanwhile: per
+// subscription, messages leave in the order they came.
+func TestOutboxDirectWriter(t *testing.T) {
+	obj := func(name string) *Object {
+		return &Object{Namespace: "n", Name: name, Raw: []byte(`{"metadata":{"name":"` + name + `"}}`)}
+	}
+	var written []string
+	take := true
+	var during func()
+	o := NewOutbox(100, 0, nil)
+	o.SetDirect(func(it *Item) bool {
+		if during != nil {
+			f := during
+			during = nil
+			f()
+		}
+		if take {
+			written = append(written, it.Object.Name)
+		}
+		return take
+	})
+	ready := func() bool {
+		select {
+		case <-o.Ready():
+			return true
+		default:
+			return false
+		}
+	}
+	pop := func() string {
+		it, _ := o.Pop()
+		if it == nil {
+			return ""
+		}
+		o.Written()
+		if it.Object == nil {
+			return it.Type
+		}
+		return it.Object.Name
+	}
+
+	o.push("s", protocol.Modified, obj("a"), "1", false)
+	if fmt.Sprint(written) != "[a]" || o.Len() != 0 || ready() {
+		t.Fatalf("an idle outbox's message went %v with %d queued, ready %v; want it written directly", written, o.Len(), ready())
+	}
+
+	take = false
+	o.push("s", protocol.Modified, obj("b"), "2", false)
+	if o.Len() != 1 || !ready() {
+		t.Fatalf("a refused message: %d queued, want 1 and Ready signalled", o.Len())
+	}
+	take = true
+	o.push("s", protocol.Modified, obj("c"), "3", false)
+	if fmt.Sprint(written) != "[a]" {
+		t.Fatalf("a message behind a queued one was written directly: %v", written)
+	}
+
+	it, _ := o.Pop()
+	if it == nil || it.Object.Name != "b" {
+		t.Fatalf("popped %v, want b", it)
+	}
+	if got, _ := o.Pop(); got != nil {
+		t.Fatalf("popped %s while b is being written", got.Object.Name)
+	}
+	o.Written()
+	if got := pop(); got != "c" {
+		t.Fatalf("popped %q after b, want c", got)
+	}
+	o.push("s", protocol.Modified, obj("d"), "4", false)
+	it, _ = o.Pop()
+	if it != nil || fmt.Sprint(written) != "[a d]" {
+		t.Fatalf("after the queue emptied: popped %v, written %v; want d written directly", it, written)
+	}
+
+	// While the direct writer works on e, another deliverer queues f; e
+	// is refused and must still leave first.
+	take = false
+	during = func() { o.push("t", protocol.Modified, obj("f"), "6", false) }
+	o.push("s", protocol.Modified, obj("e"), "5", false)
+	if !ready() {
+		t.Fatal("Ready not signalled with two messages queued")
+	}
+	if a, b := pop(), pop(); a != "e" || b != "f" {
+		t.Fatalf("popped %s, %s; want e then f", a, b)
+	}
+
+	// Taken while another was queued meanwhile: the writer is woken.
+	take = true
+	during = func() { o.push("t", protocol.Modified, obj("h"), "8", false) }
+	o.push("s", protocol.Modified, obj("g"), "7", false)
+	if !ready() || pop() != "h" || fmt.Sprint(written) != "[a d g]" {
+		t.Fatalf("written %v; want g written directly and h queued with Ready signalled", written)
+	}
+
+	o.Close()
+	o.push("s", protocol.Modified, obj("i"), "9", false)
+	if fmt.Sprint(written) != "[a d g]" {
+		t.Fatalf("a closed outbox wrote %v", written)
+	}
+}
+
+// What a subscription catches up with is queued, never written directly,
+// so that a resume's missed changes conflate to one event per object.
+func TestOutboxDirectWriterLeavesCatchUpQueued(t *testing.T) {
+	a := &Object{Namespace: "n", Name: "a", Raw: []byte(`{"metadata":{"name":"a"}}`)}
+	o := NewOutbox(100, 0, nil)
+	o.SetDirect(func(*Item) bool { t.Error("a catch-up event was written directly"); return true })
+	o.push("s", protocol.Modified, a, "1", true)
+	o.push("s", protocol.Modified, a, "2", true)
+	if o.Len() != 1 {
+		t.Fatalf("%d queued, want the two catch-up events conflated to one", o.Len())
+	}
+}

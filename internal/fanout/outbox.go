@@ -35,10 +35,15 @@ func (it *Item) Encode() []byte { return it.AppendEncoded(nil) }
 // around the shared, pre-encoded object instead of encoding it again per
 // client, and a writer that reuses b allocates nothing per message.
 func (it *Item) AppendEncoded(b []byte) []byte {
-	obj := it.Body
-	if it.Object != nil {
-		obj = it.Object.Raw
-	}
+	b = it.AppendEncodedHead(b)
+	b = append(b, it.EncodedObject()...)
+	return append(b, EncodedEnd...)
+}
+
+// AppendEncodedHead appends to b what the item's Envelope holds before its
+// object, which EncodedObject is and EncodedEnd follows: a writer can send
+// the three without copying the object.
+func (it *Item) AppendEncodedHead(b []byte) []byte {
 	b = append(b, `{"subscription":`...)
 	b = strconv.AppendQuote(b, it.Subscription)
 	if it.ResumeFrom != "" {
@@ -47,10 +52,19 @@ func (it *Item) AppendEncoded(b []byte) []byte {
 	}
 	b = append(b, `,"event":{"type":"`...)
 	b = append(b, it.Type...)
-	b = append(b, `","object":`...)
-	b = append(b, obj...)
-	return append(b, "}}"...)
+	return append(b, `","object":`...)
 }
+
+// EncodedObject is the item's object as its Envelope carries it.
+func (it *Item) EncodedObject() []byte {
+	if it.Object != nil {
+		return it.Object.Raw
+	}
+	return it.Body
+}
+
+// EncodedEnd closes an Envelope after its object.
+const EncodedEnd = "}}"
 
 type itemKey struct{ subscription, namespace, name string }
 
@@ -75,6 +89,11 @@ type Outbox struct {
 	closed           bool
 	ready            chan struct{}
 	conflated        func()
+	// direct, if set, takes messages that would wait alone (see
+	// SetDirect); inflight is true while it, or the writer that popped an
+	// item, is writing one, so that no message overtakes another.
+	direct   func(*Item) bool
+	inflight bool
 }
 
 // NewOutbox returns an Outbox that overflows past limit pending items
@@ -87,6 +106,18 @@ func NewOutbox(limit, byteLimit int, onConflate func()) *Outbox {
 	}
 	return &Outbox{items: list.New(), limit: limit, byteLimit: byteLimit, ready: make(chan struct{}, 1), conflated: onConflate}
 }
+
+// SetDirect installs write, to which the Outbox hands a message instead of
+// queuing it when nothing is queued or being written (except the events a
+// subscription catches up with, which are queued to be conflated): a connection's
+// deliverer can then send it at once, without waking the connection's
+// writer, which costs more than the write itself when the client keeps up.
+// write reports whether it took the message; a message it did not take is
+// queued first in line. It is called without the Outbox's lock, never
+// twice at a time, and never while an item taken with Pop is being
+// written: a writer of an Outbox with a direct writer calls Written once
+// each popped item is out. SetDirect is called before the first push.
+func (o *Outbox) SetDirect(write func(*Item) bool) { o.direct = write }
 
 // scanLimit is the most pending items found by scanning, without index.
 const scanLimit = 8
@@ -147,7 +178,31 @@ func (o *Outbox) push(sub, typ string, obj *Object, resumeFrom string, catchUp b
 			return // added and deleted before the client saw either
 		}
 	}
-	o.append(key, &Item{Subscription: sub, Type: typ, Object: obj, ResumeFrom: resumeFrom, catchUp: catchUp})
+	o.enqueueLocked(key, &Item{Subscription: sub, Type: typ, Object: obj, ResumeFrom: resumeFrom, catchUp: catchUp})
+}
+
+// enqueueLocked hands it to the direct writer if nothing is queued or being
+// written, and queues it otherwise. It is called with mu held, which it
+// releases around the direct write and holds again when it returns.
+func (o *Outbox) enqueueLocked(key itemKey, it *Item) {
+	// What a subscription catches up with comes in a batch, and is
+	// conflated in the queue: a resume gets each missed object once.
+	if o.direct == nil || o.inflight || o.items.Len() > 0 || it.catchUp {
+		o.append(key, it, false)
+		return
+	}
+	o.inflight = true
+	o.mu.Unlock()
+	taken := o.direct(it)
+	o.mu.Lock()
+	o.inflight = false
+	switch {
+	case o.closed || o.overflow:
+	case !taken:
+		o.append(key, it, true)
+	case o.items.Len() > 0:
+		o.signal() // queued by another deliverer meanwhile
+	}
 }
 
 func (o *Outbox) remove(el *list.Element) {
@@ -187,7 +242,7 @@ func (o *Outbox) pushControl(sub, typ string, raw []byte, resumeFrom string) {
 	if o.closed || o.overflow {
 		return
 	}
-	o.append(itemKey{}, &Item{Subscription: sub, Type: typ, Body: raw, ResumeFrom: resumeFrom})
+	o.enqueueLocked(itemKey{}, &Item{Subscription: sub, Type: typ, Body: raw, ResumeFrom: resumeFrom})
 }
 
 // PushError queues an ERROR event carrying a Kubernetes Status.
@@ -203,7 +258,9 @@ func encode(v any) []byte {
 	return raw
 }
 
-func (o *Outbox) append(key itemKey, it *Item) {
+// append queues it last, or first in line: a message the direct writer
+// did not take goes before those queued while it tried.
+func (o *Outbox) append(key itemKey, it *Item, first bool) {
 	if o.byteLimit > 0 && o.bytes+it.ownBytes() > o.byteLimit {
 		o.overflow = true
 		o.signal()
@@ -218,7 +275,12 @@ func (o *Outbox) append(key itemKey, it *Item) {
 		o.live++
 	}
 	o.bytes += it.ownBytes()
-	el := o.items.PushBack(it)
+	var el *list.Element
+	if first {
+		el = o.items.PushFront(it)
+	} else {
+		el = o.items.PushBack(it)
+	}
 	switch {
 	case o.index != nil:
 		if key != (itemKey{}) {
@@ -236,8 +298,9 @@ func (o *Outbox) append(key itemKey, it *Item) {
 }
 
 // Pop takes the oldest pending item. It returns nil when none is pending,
-// and overflow true once the Outbox overflowed: the connection must then be
-// closed with protocol.CloseResume.
+// or when the direct writer is writing one (Ready is signalled once it is
+// done if more wait), and overflow true once the Outbox overflowed: the
+// connection must then be closed with protocol.CloseResume.
 func (o *Outbox) Pop() (it *Item, overflow bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -245,12 +308,25 @@ func (o *Outbox) Pop() (it *Item, overflow bool) {
 		return nil, true
 	}
 	el := o.items.Front()
-	if el == nil {
+	if el == nil || o.inflight {
 		return nil, false
 	}
 	o.remove(el)
+	o.inflight = o.direct != nil
 	return el.Value.(*Item), false
 }
+
+// Written tells an Outbox with a direct writer that the item last taken
+// with Pop is out, so that the direct writer may write again.
+func (o *Outbox) Written() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.inflight = false
+}
+
+// Wake signals Ready, for a writer that has something of its own to finish
+// (the rest of a message the direct writer could not send whole).
+func (o *Outbox) Wake() { o.signal() }
 
 // Len is the number of pending items.
 func (o *Outbox) Len() int {

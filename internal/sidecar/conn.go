@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -22,13 +23,17 @@ import (
 // writer that drains the outbox, a pinger, and a reviewer that checks now
 // and then that the token and the access it was given still hold.
 //
-// Only the writer writes data and the close frame, so that a close always
-// follows whole messages: whoever decides to close (requestClose) stops
-// what is queued, and the writer sends the close frame once the message in
-// flight, if any, is out.
+// A message that finds nothing queued before it is written at once by
+// whoever delivers it, if the socket takes it without a wait (see
+// frameConn); any other is queued, and the writer writes it. Only the
+// writer sends the close frame, so that a close always follows whole
+// messages: whoever decides to close (requestClose) stops what is queued,
+// and the writer sends the close frame once the message in flight, if any,
+// is out.
 type connection struct {
 	s     *Server
 	ws    *websocket.Conn
+	fc    *frameConn // under ws: data frames are written here
 	token string
 	log   logr.Logger
 	out   *fanout.Outbox
@@ -49,6 +54,7 @@ type connection struct {
 
 	closeOnce   sync.Once
 	closing     chan struct{} // closed by requestClose
+	closed      atomic.Bool   // set by requestClose: cheaper to ask per message
 	closeCode   websocket.StatusCode
 	closeReason string
 }
@@ -58,15 +64,27 @@ type subscription struct {
 	sub  *fanout.Subscription
 }
 
-func newConnection(s *Server, ws *websocket.Conn, u *User, token string, log logr.Logger) *connection {
+func newConnection(s *Server, ws *websocket.Conn, fc *frameConn, u *User, token string, log logr.Logger) *connection {
 	c := &connection{
-		s: s, ws: ws, token: token, log: log,
+		s: s, ws: ws, fc: fc, token: token, log: log,
 		out:     fanout.NewOutbox(s.opts.OutboxLimit, s.opts.OutboxBytes, s.metrics.conflated.Inc),
 		subs:    map[string]*subscription{},
 		closing: make(chan struct{}),
 	}
 	c.user.Store(u)
+	fc.wake = c.out.Wake
+	c.out.SetDirect(c.writeNow)
 	return c
+}
+
+// writeNow is the outbox's direct writer: it sends a message that waits
+// for nothing if the socket takes it without a wait.
+func (c *connection) writeNow(it *fanout.Item) bool {
+	if c.closeRequested() || !c.fc.TryWriteText(it) {
+		return false
+	}
+	c.s.metrics.sent.Inc()
+	return true
 }
 
 func (c *connection) run(ctx context.Context) {
@@ -94,6 +112,7 @@ func (c *connection) run(ctx context.Context) {
 func (c *connection) requestClose(code websocket.StatusCode, reason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeReason = code, reason
+		c.closed.Store(true)
 		close(c.closing)
 		c.s.metrics.closes.WithLabelValues(fmt.Sprint(int(code))).Inc()
 		if code == protocol.CloseResume {
@@ -104,14 +123,7 @@ func (c *connection) requestClose(code websocket.StatusCode, reason string) {
 	})
 }
 
-func (c *connection) closeRequested() bool {
-	select {
-	case <-c.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (c *connection) closeRequested() bool { return c.closed.Load() }
 
 func (c *connection) dropSubscriptions() {
 	c.mu.Lock()
@@ -234,7 +246,6 @@ func (c *connection) subscribe(ctx context.Context, m *protocol.ClientMessage) (
 // When a close is requested it sends the close frame and returns.
 func (c *connection) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 	defer cancel()
-	var buf []byte // reused: the websocket copies what it sends
 	// Writes get no context (see drain): the connection's end aborts one
 	// in flight by closing the socket.
 	defer context.AfterFunc(ctx, func() { _ = c.ws.CloseNow() })()
@@ -249,7 +260,7 @@ func (c *connection) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 			return
 		case <-c.out.Ready():
 		}
-		if !c.drain(ctx, &wd, &buf) {
+		if !c.drain(ctx, &wd) {
 			return
 		}
 	}
@@ -258,6 +269,7 @@ func (c *connection) writeLoop(ctx context.Context, cancel context.CancelFunc) {
 // sendClose performs the close handshake with the requested code. The
 // library bounds it: 5s to write the frame, 5s for the peer's answer.
 func (c *connection) sendClose() {
+	c.fc.CloseData()
 	if err := c.ws.Close(c.closeCode, c.closeReason); err != nil {
 		c.log.V(1).Info("Close handshake did not complete", "code", int(c.closeCode), "err", err)
 	}
@@ -275,7 +287,14 @@ func (c *connection) sendClose() {
 // The deadlines live as long as the writer, and the write itself gets no
 // context: a context's timer and cancellation hook per message cost more
 // than the rest of the message's write but the syscall.
-func (c *connection) drain(ctx context.Context, wd *writeDeadline, buf *[]byte) bool {
+func (c *connection) drain(ctx context.Context, wd *writeDeadline) bool {
+	if c.fc.HasTail() {
+		// The rest of a message written in part by writeNow.
+		c.armDeadlines(wd)
+		if !c.wrote(ctx, c.fc.FlushTail()) {
+			return false
+		}
+	}
 	for !c.closeRequested() {
 		it, overflow := c.out.Pop()
 		if overflow {
@@ -286,27 +305,41 @@ func (c *connection) drain(ctx context.Context, wd *writeDeadline, buf *[]byte) 
 		if it == nil {
 			return true
 		}
-		// Deadlines are renewed only once a third of them is spent: a
-		// timer per message costs more than the write.
-		if now := c.s.clock.Now(); wd.stuck == nil || wd.stuckAt.Sub(now) < c.s.opts.WriteTimeout {
-			wd.renew(now, c.s.opts.WriteTimeout*3/2, c.s.opts.WriteTimeout, c.stuck, c.abandon)
-		}
-		*buf = it.AppendEncoded((*buf)[:0])
-		c.writing.Store(true)
-		err := c.ws.Write(context.Background(), websocket.MessageText, *buf)
-		c.writing.Store(false)
-		if err != nil {
-			switch {
-			case c.closeRequested() && ctx.Err() == nil:
-				c.log.Info("Client read nothing after it was given up on; dropped without a close frame", "code", int(c.closeCode))
-			case !errors.Is(err, context.Canceled):
-				c.log.V(1).Info("Cannot write to client; closing", "err", err)
-			}
+		c.armDeadlines(wd)
+		err := c.fc.WriteText(it)
+		c.out.Written()
+		if !c.wrote(ctx, err) {
 			return false
 		}
 		c.s.metrics.sent.Inc()
 	}
 	return true
+}
+
+// armDeadlines renews the writer's deadlines before a write that may wait,
+// only once a third of them is spent: a timer per message costs more than
+// the write. The write must be followed by wrote.
+func (c *connection) armDeadlines(wd *writeDeadline) {
+	if now := c.s.clock.Now(); wd.stuck == nil || wd.stuckAt.Sub(now) < c.s.opts.WriteTimeout {
+		wd.renew(now, c.s.opts.WriteTimeout*3/2, c.s.opts.WriteTimeout, c.stuck, c.abandon)
+	}
+	c.writing.Store(true)
+}
+
+// wrote ends a write started after armDeadlines and reports whether the
+// connection can go on.
+func (c *connection) wrote(ctx context.Context, err error) bool {
+	c.writing.Store(false)
+	if err == nil {
+		return true
+	}
+	switch {
+	case c.closeRequested() && ctx.Err() == nil:
+		c.log.Info("Client read nothing after it was given up on; dropped without a close frame", "code", int(c.closeCode))
+	case !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed):
+		c.log.V(1).Info("Cannot write to client; closing", "err", err)
+	}
+	return false
 }
 
 // stuck is called when a write deadline passes: if a message is still

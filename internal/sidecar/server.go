@@ -19,7 +19,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/net/netutil"
 	"golang.org/x/time/rate"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/cache"
@@ -262,7 +261,7 @@ func (s *Server) Run(ctx context.Context, l net.Listener) error {
 		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	s.log.Info("Serving", "address", l.Addr().String(), "maxConnections", s.opts.MaxConnections)
-	return serve(ctx, &wg, srv, netutil.LimitListener(l, s.opts.MaxConnections))
+	return serve(ctx, &wg, srv, newLimitListener(l, s.opts.MaxConnections))
 }
 
 // ServeMetrics serves the Gatherer's metrics on l, at /metrics, until ctx
@@ -437,7 +436,8 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	if !s.waitSynced(w, r, slices.Collect(maps.Values(s.kinds))...) {
 		return
 	}
-	ws, err := websocket.Accept(&refusalWriter{ResponseWriter: w}, r, &websocket.AcceptOptions{
+	uw := &upgradeWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(uw, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{protocol.Subprotocol},
 		OriginPatterns: s.opts.OriginPatterns,
 	})
@@ -450,22 +450,24 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(protocol.HardMessageBytes)
 	s.metrics.clients.Inc()
 	defer s.metrics.clients.Dec()
-	newConnection(s, ws, u, bearerToken(r), s.log.WithValues("user", u.Name, "remote", r.RemoteAddr)).run(r.Context())
+	newConnection(s, ws, uw.conn, u, bearerToken(r), s.log.WithValues("user", u.Name, "remote", r.RemoteAddr)).run(r.Context())
 }
 
 // maxRefusalBytes bounds the body of a refused upgrade.
 const maxRefusalBytes = 512
 
-// refusalWriter bounds what websocket.Accept writes when it refuses an
-// upgrade: its messages quote request headers (Origin, Host, Upgrade,
-// Sec-WebSocket-Key) whole. Accept reaches the connection to hijack
-// through Unwrap.
-type refusalWriter struct {
+// upgradeWriter is the ResponseWriter websocket.Accept gets. It bounds
+// what Accept writes when it refuses an upgrade (its messages quote request
+// headers, Origin, Host, Upgrade, Sec-WebSocket-Key, whole), and hands
+// Accept the connection as a frameConn, through which the sidecar writes
+// its data frames itself.
+type upgradeWriter struct {
 	http.ResponseWriter
 	written int
+	conn    *frameConn // set by Hijack
 }
 
-func (w *refusalWriter) Write(p []byte) (int, error) {
+func (w *upgradeWriter) Write(p []byte) (int, error) {
 	if room := maxRefusalBytes - w.written; room > 0 {
 		if _, err := w.ResponseWriter.Write(p[:min(len(p), room)]); err != nil {
 			return 0, err
@@ -475,9 +477,20 @@ func (w *refusalWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Unwrap is how websocket.Accept and http.ResponseController find the
-// connection underneath.
-func (w *refusalWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+// Hijack takes the connection over for the websocket, wrapped: the
+// library's buffered writer then writes through the frameConn too.
+func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = newFrameConn(c)
+	brw.Writer.Reset(w.conn)
+	return w.conn, brw, nil
+}
+
+// Unwrap is how http.ResponseController finds the connection underneath.
+func (w *upgradeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // acquire counts one more of user's connections or lists in counts, unless
 // they hold limit already.
