@@ -45,20 +45,19 @@ type frameConn struct {
 	dataClosed bool
 	// wake tells the connection's writer that a tail waits.
 	wake func()
-	// writeOnce is the raw write of the frame's parts, made once so that
-	// a write allocates no closure; n and werr are its results, under mu.
+	// writeOnce is the raw write of parts, made once so that a write
+	// allocates no closure; n is what it wrote, under mu.
 	writeOnce func(fd uintptr) bool
 	parts     [][]byte
 	n         int
-	werr      error
 }
 
 func newFrameConn(c net.Conn) *frameConn {
 	f := &frameConn{Conn: c, wake: func() {}}
 	f.writeOnce = func(fd uintptr) bool {
 		for {
-			f.n, f.werr = unix.Writev(int(fd), f.parts)
-			if f.werr != unix.EINTR {
+			var err error
+			if f.n, err = unix.Writev(int(fd), f.parts); err != unix.EINTR {
 				return true // written, or not now: never wait here
 			}
 		}
@@ -100,17 +99,17 @@ func (f *frameConn) TryWriteText(m *fanout.Item) bool {
 	// The frame goes in three parts, so that the object, shared by every
 	// client, is not copied: the header with the envelope's head, the
 	// object, the envelope's end.
-	head := f.headerLocked(m.AppendEncodedHead, len(m.EncodedObject())+len(fanout.EncodedEnd))
-	f.parts = append(f.parts[:0], head, m.EncodedObject(), envelopeEnd)
+	obj := m.EncodedObject()
+	head := f.headerLocked(m.AppendEncodedHead, len(obj)+len(envelopeEnd))
+	f.parts = append(f.parts[:0], head, obj, envelopeEnd)
 	err := f.raw.Write(f.writeOnce)
-	n, size := f.n, len(head)+len(m.EncodedObject())+len(fanout.EncodedEnd)
-	clear(f.parts)
-	f.werr = nil
+	clear(f.parts) // holds no object past the write
+	n := f.n
 	if err != nil || n <= 0 {
 		return false
 	}
-	if n < size {
-		f.tail = slices.Concat(head, m.EncodedObject(), envelopeEnd)[n:]
+	if n < len(head)+len(obj)+len(envelopeEnd) {
+		f.tail = slices.Concat(head, obj, envelopeEnd)[n:]
 		f.hasTail.Store(true)
 		f.wake()
 	}
