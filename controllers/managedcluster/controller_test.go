@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -159,14 +160,25 @@ var _ = Describe("Mirroring", func() {
 
 		f.update("sel", func(mc *fleetv1.ManagedCluster) { mc.Spec.NodeSelector.MatchLabels["pool"] = "b" })
 		Eventually(f.nodeNames("sel")).Should(Equal([]string{pb}))
+		// A label someone else puts on the snapshot is theirs: the
+		// operator's label removals below must leave it.
+		Expect(hub.Patch(ctx, &metav1.PartialObjectMetadata{
+			TypeMeta:   metav1.TypeMeta{APIVersion: fleetv1.GroupVersion.String(), Kind: "NodeSnapshot"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "sel." + pb},
+		}, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"platform.example.com/owner":"ops"}}}`)), client.FieldOwner("platform-team"))).To(Succeed())
+		metaLabels := func() map[string]string { return f.snapshot("sel", pb)().Labels }
 
 		f.update("sel", func(mc *fleetv1.ManagedCluster) {
 			mc.Spec.Mirror.Labels = &fleetv1.KeyFilter{Include: []string{"pool", "example.com/"}}
 		})
 		Eventually(func() map[string]string { return f.snapshot("sel", pb)().Status.Labels }).Should(Equal(map[string]string{"pool": "b", "example.com/team": "y"}))
+		// The snapshot was created with every label of the node; those
+		// the filter now leaves out go from metadata.labels too.
+		Eventually(metaLabels).Should(Equal(map[string]string{"pool": "b", "example.com/team": "y", fleetv1.ClusterLabel: "sel", "platform.example.com/owner": "ops"}))
 
 		f.update("sel", func(mc *fleetv1.ManagedCluster) { mc.Spec.Mirror.Labels.Exclude = []string{"example.com/"} })
 		Eventually(func() map[string]string { return f.snapshot("sel", pb)().Status.Labels }).Should(Equal(map[string]string{"pool": "b"}))
+		Eventually(metaLabels).Should(Equal(map[string]string{"pool": "b", fleetv1.ClusterLabel: "sel", "platform.example.com/owner": "ops"}))
 
 		f.update("sel", func(mc *fleetv1.ManagedCluster) {
 			mc.Spec.Mirror.Annotations = &fleetv1.KeyFilter{Include: []string{"example.com/"}}

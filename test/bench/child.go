@@ -218,27 +218,35 @@ func (c *child) profile(dir, prefix string, seconds int) (wait func() error) {
 // API server for the next seconds, named after prefix.
 func (e *env) profileOperatorAndHub(ctx context.Context, prefix string, seconds int) (wait func() error) {
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
+	var operatorErr error
 	wg.Go(func() {
-		errs[0] = e.operator.save(fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), filepath.Join(e.profile, prefix+"-operator.cpu.pprof"))
+		operatorErr = e.operator.save(fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), filepath.Join(e.profile, prefix+"-operator.cpu.pprof"))
 	})
-	wg.Go(func() {
+	hub := e.profileHub(ctx, prefix, seconds)
+	return func() error {
+		wg.Wait()
+		return errors.Join(operatorErr, hub())
+	}
+}
+
+// profileHub saves a CPU profile of the hub API server for the next
+// seconds, named after prefix.
+func (e *env) profileHub(ctx context.Context, prefix string, seconds int) (wait func() error) {
+	done := make(chan error, 1)
+	go func() {
 		cs, err := kubernetes.NewForConfig(e.hubCfg)
 		if err != nil {
-			errs[1] = err
+			done <- err
 			return
 		}
 		body, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).Timeout(time.Duration(seconds+30) * time.Second).DoRaw(ctx)
 		if err != nil {
-			errs[1] = fmt.Errorf("hub API server profile: %w", err)
+			done <- fmt.Errorf("hub API server profile: %w", err)
 			return
 		}
-		errs[1] = os.WriteFile(filepath.Join(e.profile, prefix+"-hub-apiserver.cpu.pprof"), body, 0o644)
-	})
-	return func() error {
-		wg.Wait()
-		return errors.Join(errs...)
-	}
+		done <- os.WriteFile(filepath.Join(e.profile, prefix+"-hub-apiserver.cpu.pprof"), body, 0o644)
+	}()
+	return func() error { return <-done }
 }
 
 func (c *child) save(path, file string) error {

@@ -17,7 +17,7 @@
 // opt-in: only -only hubcost runs it. -profile saves the
 // sidecar's CPU, mutex and block profiles of each fan-out round, and CPU
 // profiles of the operator and the hub API server during the initial
-// mirror and each latency rate.
+// mirror and each latency rate (and of the hub during its raw create).
 package main
 
 import (
@@ -92,7 +92,7 @@ func main() {
 	small := flag.Bool("quick", false, "Run the quick variant (as make test does).")
 	from := flag.String("render", "", "Do not measure: render the results files and README summary from this results JSON.")
 	only := flag.String("only", "", "Run only these scenarios, comma-separated, and what they need: "+strings.Join(stepNames(), ", ")+". Default: all.")
-	profile := flag.String("profile", "", "Save in this directory the sidecar's CPU, mutex and block profiles of each fan-out round, and CPU profiles of the operator and the hub API server during the initial mirror and each latency rate.")
+	profile := flag.String("profile", "", "Save in this directory the sidecar's CPU, mutex and block profiles of each fan-out round, and CPU profiles of the operator and the hub API server during the initial mirror and each latency rate, and of the hub during its raw create.")
 	flag.Parse()
 	if *from != "" {
 		raw, err := os.ReadFile(*from)

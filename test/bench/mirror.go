@@ -133,6 +133,10 @@ func (e *env) initialMirror(ctx context.Context, res *results) error {
 		}
 		counted <- n
 	}()
+	profiledRaw := func() error { return nil }
+	if e.profile != "" {
+		profiledRaw = e.profileHub(ctx, "mirror-raw-create", 20)
+	}
 	meter := e.startCPU()
 	start := time.Now()
 	if err := parallel(ctx, len(objs), 16, func(ctx context.Context, i int) error { return e.hub.Create(ctx, objs[i]) }); err != nil {
@@ -141,6 +145,9 @@ func (e *env) initialMirror(ctx context.Context, res *results) error {
 	}
 	rawTook := time.Since(start)
 	res.Mirror.RawCPU = meter.stop()
+	if err := profiledRaw(); err != nil {
+		return err
+	}
 	time.Sleep(time.Second) // the watch's last events
 	ceiling.Stop()
 	if n := <-counted; n != total {
