@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -106,15 +107,20 @@ type Reconciler struct {
 	sessions sessions
 	// hubMetadata watches the sessions' own snapshots.
 	hubMetadata metadata.Interface
-	base        context.Context
-	changes     chan event.GenericEvent
+	// hubSnapshots creates the sessions' snapshots.
+	hubSnapshots rest.Interface
+	base         context.Context
+	changes      chan event.GenericEvent
 }
 
 // SetupWithManager registers the controller. Sessions run until ctx ends
 // or the manager stops, whichever comes first.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	var err error
-	if r.hubMetadata, err = metadata.NewForConfig(mgr.GetConfig()); err != nil {
+	if r.hubMetadata, err = metadata.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient()); err != nil {
+		return err
+	}
+	if r.hubSnapshots, err = session.NewSnapshotClient(mgr.GetConfig(), mgr.GetHTTPClient()); err != nil {
 		return err
 	}
 	var cancel context.CancelFunc
@@ -257,6 +263,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 			Hub:            r.Client,
 			HubReader:      r.APIReader,
 			HubMetadata:    r.hubMetadata,
+			HubSnapshots:   r.hubSnapshots,
 			Probe:          r.Probe,
 			MaxNodes:       r.MaxNodesPerCluster,
 			WriteBudget:    r.WriteBudget,

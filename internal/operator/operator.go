@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -39,6 +40,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) erro
 	cfg.QPS, cfg.Burst = float32(o.HubQPS), o.HubBurst
 	if o.HubQPS <= 0 {
 		cfg.QPS = -1 // client-go: no rate limiter
+	} else {
+		// One bucket for every client made from cfg (the manager's, the
+		// metadata watches', the snapshot creates'), so the flag bounds
+		// the process, not each client.
+		cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
 	}
 	cfg.UserAgent = "nodemirror-operator"
 	metricsOpts := metricsserver.Options{BindAddress: o.MetricsAddr, SecureServing: o.MetricsSecure}

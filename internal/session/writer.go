@@ -3,7 +3,9 @@ package session
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -11,8 +13,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -29,6 +34,8 @@ type writer struct {
 	filter    projection.Filter
 	hub       client.Client
 	hubReader client.Reader
+	// hubSnapshots creates snapshots (nil: hub does).
+	hubSnapshots rest.Interface
 	// node returns the informer's view of a member node.
 	node func(name string) (*mirroredNode, bool, error)
 	// getNode reads a member node itself, for a snapshot the hub lost after
@@ -459,11 +466,47 @@ func (w *writer) snapshot(node string, status fleetv1.NodeSnapshotStatus, digest
 // field sets), which bounds the initial mirror of a fleet. The price is an
 // Update entry in managedFields that owns the fields as first written;
 // apply takes them over, and removeLeftoverLabels removes what it cannot.
+//
+// As for apply, field validation is skipped and only metadata is asked
+// back: decoding the whole snapshot it answers with would be a third of
+// the operator's CPU in an initial mirror.
 func (w *writer) create(ctx context.Context, snap *fleetv1.NodeSnapshot) (string, error) {
-	if err := w.hub.Create(ctx, snap, client.FieldOwner(fleetv1.FieldManager), client.FieldValidation(metav1.FieldValidationIgnore)); err != nil {
+	if w.hubSnapshots == nil {
+		err := w.hub.Create(ctx, snap, client.FieldOwner(fleetv1.FieldManager), client.FieldValidation(metav1.FieldValidationIgnore))
+		return snap.ResourceVersion, err
+	}
+	raw, err := json.Marshal(snap)
+	if err != nil {
 		return "", err
 	}
-	return snap.ResourceVersion, nil
+	body, err := w.hubSnapshots.Post().Namespace(snap.Namespace).Resource("nodesnapshots").
+		VersionedParams(&metav1.CreateOptions{FieldManager: fleetv1.FieldManager, FieldValidation: metav1.FieldValidationIgnore}, metav1.ParameterCodec).
+		SetHeader("Accept", metadataOnly).Body(raw).Do(ctx).Raw()
+	if err != nil {
+		return "", err
+	}
+	var created metav1.PartialObjectMetadata
+	if err := json.Unmarshal(body, &created); err != nil {
+		return "", fmt.Errorf("reading the hub's answer to a snapshot create: %w", err)
+	}
+	return created.ResourceVersion, nil
+}
+
+// metadataOnly asks the API server to answer with the object's metadata,
+// as client-go's metadata client does.
+const metadataOnly = "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io,application/json"
+
+// NewSnapshotClient is a REST client for NodeSnapshots on the hub, for
+// Config.HubSnapshots; it shares httpClient's connections and cfg's rate
+// limiter, if any.
+func NewSnapshotClient(cfg *rest.Config, httpClient *http.Client) (rest.Interface, error) {
+	c := rest.CopyConfig(cfg)
+	c.GroupVersion = &fleetv1.GroupVersion
+	c.APIPath = "/apis"
+	c.ContentType = runtime.ContentTypeJSON
+	// Only errors are decoded with it: the metav1.Status of a refusal.
+	c.NegotiatedSerializer = clientgoscheme.Codecs.WithoutConversion()
+	return rest.RESTClientForConfigAndClient(c, httpClient)
 }
 
 // apply writes snap with server-side apply as the operator's field

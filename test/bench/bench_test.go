@@ -40,6 +40,9 @@ func TestQuickBench(t *testing.T) {
 	if res.Mirror.SnapshotsPerSecond <= 0 || res.Mirror.ListsPerCluster > 1 || res.Mirror.WatchesPerCluster > 1 {
 		t.Errorf("initial mirror: %+v", res.Mirror)
 	}
+	if m := res.Mirror; m.HubCreatesPerSecondBefore <= 0 || m.HubCreatesPerSecondAfter <= 0 || m.RawAfterCPU.HubCPUSeconds <= 0 {
+		t.Errorf("raw creates before and after the mirror: %+v", m)
+	}
 	if m := res.Mirror; m.RawCPU.HubCPUSeconds <= 0 || m.OperatorCPU.HubCPUSeconds <= 0 || m.OperatorCPU.OperatorCPUSec <= 0 || m.OperatorCPU.MachineBusy <= 0 {
 		t.Errorf("initial mirror CPU: raw %+v, operator %+v", m.RawCPU, m.OperatorCPU)
 	}
