@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -107,10 +106,8 @@ type Reconciler struct {
 	sessions sessions
 	// hubMetadata watches the sessions' own snapshots.
 	hubMetadata metadata.Interface
-	// hubSnapshots creates the sessions' snapshots.
-	hubSnapshots rest.Interface
-	base         context.Context
-	changes      chan event.GenericEvent
+	base        context.Context
+	changes     chan event.GenericEvent
 }
 
 // SetupWithManager registers the controller. Sessions run until ctx ends
@@ -118,9 +115,6 @@ type Reconciler struct {
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	var err error
 	if r.hubMetadata, err = metadata.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient()); err != nil {
-		return err
-	}
-	if r.hubSnapshots, err = session.NewSnapshotClient(mgr.GetConfig(), mgr.GetHTTPClient()); err != nil {
 		return err
 	}
 	var cancel context.CancelFunc
@@ -263,7 +257,6 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mc *fleetv1.ManagedClu
 			Hub:            r.Client,
 			HubReader:      r.APIReader,
 			HubMetadata:    r.hubMetadata,
-			HubSnapshots:   r.hubSnapshots,
 			Probe:          r.Probe,
 			MaxNodes:       r.MaxNodesPerCluster,
 			WriteBudget:    r.WriteBudget,

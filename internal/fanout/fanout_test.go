@@ -476,3 +476,23 @@ func TestOutboxDirectWriterLeavesCatchUpQueued(t *testing.T) {
 		t.Fatalf("%d queued, want the two catch-up events conflated to one", o.Len())
 	}
 }
+
+// TestEncodedEnvelope checks that an item's head, object and end, as a
+// writer sends them, are the Envelope the protocol describes, whatever the
+// subscription ID holds.
+func TestEncodedEnvelope(t *testing.T) {
+	obj := []byte(`{"kind":"NodeSnapshot","metadata":{"name":"c.n1"}}`)
+	for _, id := range []string{"ui-1", "a.b:c_d-e", `quote"and\backslash`, "ünïcode", "tab\tcontrol"} {
+		for _, rv := range []string{"", "12345"} {
+			it := &Item{Subscription: id, Type: protocol.Modified, Body: obj, ResumeFrom: rv}
+			raw := append(append(it.AppendEncodedHead(nil), it.EncodedObject()...), EncodedEnd...)
+			var env protocol.Envelope
+			if err := json.Unmarshal(raw, &env); err != nil {
+				t.Fatalf("id %q: %v in %s", id, err, raw)
+			}
+			if env.Subscription != id || env.ResourceVersion != rv || env.Event.Type != protocol.Modified || string(env.Event.Object) != string(obj) {
+				t.Errorf("id %q, rv %q: decoded %+v", id, rv, env)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package fanout
 import (
 	"encoding/json"
 	"fmt"
+	"unique"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -42,7 +43,7 @@ func newObject(u *unstructured.Unstructured, clusterOf ClusterOf) (*Object, erro
 	}
 	rv, _ := protocol.ParseResourceVersion(u.GetResourceVersion())
 	return &Object{
-		Namespace:       u.GetNamespace(),
+		Namespace:       intern(u.GetNamespace()),
 		Name:            u.GetName(),
 		Cluster:         clusterOf(u),
 		ResourceVersion: u.GetResourceVersion(),
@@ -50,6 +51,11 @@ func newObject(u *unstructured.Unstructured, clusterOf ClusterOf) (*Object, erro
 		rv:              rv,
 	}, nil
 }
+
+// intern returns the one copy of s that every object and filter share, so
+// that comparing a filter's namespace with an object's, once per client and
+// change, finds the same pointer and reads no bytes.
+func intern(s string) string { return unique.Make(s).Value() }
 
 // Filter selects the objects a subscription receives.
 type Filter struct {
@@ -70,7 +76,7 @@ func (f Filter) Match(o *Object) bool {
 // NewFilter returns the filter for a namespace ("" for all namespaces) and,
 // if clusters is not empty, for objects of those clusters only.
 func NewFilter(namespace string, clusters []string) Filter {
-	f := Filter{Namespace: namespace}
+	f := Filter{Namespace: intern(namespace)}
 	if len(clusters) > 0 {
 		f.Clusters = make(map[string]bool, len(clusters))
 		for _, c := range clusters {

@@ -83,10 +83,3 @@ func (m *clusterMetrics) forget() {
 	probeFailures.Delete(m.cluster)
 	propagationLag.Delete(m.cluster)
 }
-
-// countWrite counts a hub write that succeeded.
-func (m *clusterMetrics) countWrite(c prometheus.Counter, err error) {
-	if err == nil {
-		c.Inc()
-	}
-}

@@ -55,9 +55,6 @@ type Config struct {
 	// every operator replica, so that a replica's memory follows the
 	// clusters it owns.
 	HubMetadata metadata.Interface
-	// HubSnapshots creates snapshots, asking only their metadata back (see
-	// NewSnapshotClient; nil: Hub creates them and reads them back whole).
-	HubSnapshots rest.Interface
 	// Probe tunes the health prober.
 	Probe ProbeOptions
 	// WriteBudget, shared by all sessions, gives each cluster its own share
@@ -187,7 +184,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	}}, &corev1.Node{}, cfg.Resync, cache.Indexers{})
 	s.writer = newWriter(&writer{
 		cluster: cfg.Cluster, owner: cfg.Owner, filter: cfg.Filter,
-		hub: cfg.Hub, hubReader: cfg.HubReader, hubSnapshots: cfg.HubSnapshots, metrics: s.metrics, clock: cfg.Clock,
+		hub: cfg.Hub, hubReader: cfg.HubReader, metrics: s.metrics, clock: cfg.Clock,
 		budget: cfg.WriteBudget, gate: cfg.WriteGate, maxNodes: cfg.MaxNodes, requeue: func(node string) { s.queue.Add(node) }, capChanged: s.notify,
 		node: func(name string) (*mirroredNode, bool, error) {
 			obj, exists, err := s.informer.GetStore().GetByKey(name)

@@ -3,9 +3,7 @@ package session
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"maps"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -13,11 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -34,8 +29,6 @@ type writer struct {
 	filter    projection.Filter
 	hub       client.Client
 	hubReader client.Reader
-	// hubSnapshots creates snapshots (nil: hub does).
-	hubSnapshots rest.Interface
 	// node returns the informer's view of a member node.
 	node func(name string) (*mirroredNode, bool, error)
 	// getNode reads a member node itself, for a snapshot the hub lost after
@@ -74,22 +67,9 @@ type writer struct {
 
 // hubSnapshot is what the writer knows of a snapshot on the hub.
 type hubSnapshot struct {
-	name string
-	// digest is the digest of what the snapshot mirrors, or empty when
-	// the next sync must write it whatever the node's digest.
+	name            string
 	digest          string
 	resourceVersion string
-}
-
-// heldSnapshot is what a snapshot's metadata tells the writer. One that
-// keeps labels the operator no longer sets has no digest: its next sync
-// applies it again and removes them.
-func heldSnapshot(m *metav1.PartialObjectMetadata) hubSnapshot {
-	h := hubSnapshot{name: m.Name, resourceVersion: m.ResourceVersion}
-	if len(leftoverLabels(m.ManagedFields)) == 0 {
-		h.digest = m.Annotations[fleetv1.DigestAnnotation]
-	}
-	return h
 }
 
 // newWriter completes a writer whose dependencies are set.
@@ -154,7 +134,7 @@ func (w *writer) listHub(ctx context.Context) (map[string]hubSnapshot, string, e
 			if err != nil {
 				return nil, "", err
 			}
-			onHub[node] = heldSnapshot(m)
+			onHub[node] = hubSnapshot{name: m.Name, digest: m.Annotations[fleetv1.DigestAnnotation], resourceVersion: m.ResourceVersion}
 		}
 		if list.Continue == "" {
 			return onHub, list.ResourceVersion, nil
@@ -358,27 +338,15 @@ func (w *writer) syncNode(ctx context.Context, node string) error {
 		// learns what the hub holds.
 		snap.Name, snap.ResourceVersion = have.name, have.resourceVersion
 	}
-	var leftover []string
-	if onHub {
-		snap.ResourceVersion, leftover, err = w.apply(ctx, snap)
-		w.metrics.countWrite(w.metrics.updates, err)
-	} else {
-		snap.ResourceVersion, err = w.create(ctx, snap)
-		w.metrics.countWrite(w.metrics.creates, err)
-	}
-	if err == nil && len(leftover) > 0 {
-		applied := snap.ResourceVersion
-		snap.ResourceVersion, err = w.removeLabels(ctx, snap.Name, applied, leftover)
-		w.metrics.countWrite(w.metrics.updates, err)
-		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
-			// Written but for the labels: no digest, so the retry
-			// applies again (changing nothing) and removes them.
-			w.mu.Lock()
-			w.onHub[node] = hubSnapshot{name: snap.Name, resourceVersion: applied}
-			w.mu.Unlock()
-		}
-	}
+	snap.ResourceVersion, err = w.apply(ctx, snap)
 	w.gate.Release()
+	switch {
+	case err != nil:
+	case onHub:
+		w.metrics.updates.Inc()
+	default:
+		w.metrics.creates.Inc()
+	}
 	switch {
 	case apierrors.IsAlreadyExists(err), apierrors.IsConflict(err), apierrors.IsNotFound(err):
 		// The hub holds something other than we thought: learn what, then retry.
@@ -440,7 +408,7 @@ func (w *writer) refresh(ctx context.Context, node, name string) error {
 	case err != nil:
 		return err
 	default:
-		w.onHub[node] = heldSnapshot(snap)
+		w.onHub[node] = hubSnapshot{name: name, digest: snap.Annotations[fleetv1.DigestAnnotation], resourceVersion: snap.ResourceVersion}
 	}
 	return nil
 }
@@ -460,69 +428,19 @@ func (w *writer) snapshot(node string, status fleetv1.NodeSnapshotStatus, digest
 	}
 }
 
-// create writes a snapshot the hub does not hold yet with a plain POST and
-// returns its resourceVersion. An apply would create it too, but costs the
-// hub a fifth more CPU per snapshot (it reads before it writes and merges
-// field sets), which bounds the initial mirror of a fleet. The price is an
-// Update entry in managedFields that owns the fields as first written;
-// apply takes them over, and removeLeftoverLabels removes what it cannot.
-//
-// As for apply, field validation is skipped and only metadata is asked
-// back: decoding the whole snapshot it answers with would be a third of
-// the operator's CPU in an initial mirror.
-func (w *writer) create(ctx context.Context, snap *fleetv1.NodeSnapshot) (string, error) {
-	if w.hubSnapshots == nil {
-		err := w.hub.Create(ctx, snap, client.FieldOwner(fleetv1.FieldManager), client.FieldValidation(metav1.FieldValidationIgnore))
-		return snap.ResourceVersion, err
-	}
-	raw, err := json.Marshal(snap)
-	if err != nil {
-		return "", err
-	}
-	body, err := w.hubSnapshots.Post().Namespace(snap.Namespace).Resource("nodesnapshots").
-		VersionedParams(&metav1.CreateOptions{FieldManager: fleetv1.FieldManager, FieldValidation: metav1.FieldValidationIgnore}, metav1.ParameterCodec).
-		SetHeader("Accept", metadataOnly).Body(raw).Do(ctx).Raw()
-	if err != nil {
-		return "", err
-	}
-	var created metav1.PartialObjectMetadata
-	if err := json.Unmarshal(body, &created); err != nil {
-		return "", fmt.Errorf("reading the hub's answer to a snapshot create: %w", err)
-	}
-	return created.ResourceVersion, nil
-}
-
-// metadataOnly asks the API server to answer with the object's metadata,
-// as client-go's metadata client does.
-const metadataOnly = "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io,application/json"
-
-// NewSnapshotClient is a REST client for NodeSnapshots on the hub, for
-// Config.HubSnapshots; it shares httpClient's connections and cfg's rate
-// limiter, if any.
-func NewSnapshotClient(cfg *rest.Config, httpClient *http.Client) (rest.Interface, error) {
-	c := rest.CopyConfig(cfg)
-	c.GroupVersion = &fleetv1.GroupVersion
-	c.APIPath = "/apis"
-	c.ContentType = runtime.ContentTypeJSON
-	// Only errors are decoded with it: the metav1.Status of a refusal.
-	c.NegotiatedSerializer = clientgoscheme.Codecs.WithoutConversion()
-	return rest.RESTClientForConfigAndClient(c, httpClient)
-}
-
 // apply writes snap with server-side apply as the operator's field
-// manager, forcing its own fields: it updates the snapshot if snap's
-// resourceVersion still matches. What other managers set (labels,
-// annotations) is theirs and stays; what the operator set before and
-// leaves out now (a label removed from the node) goes. It returns the new
-// resourceVersion, and the labels to remove that the apply could not (see
-// leftoverLabels).
+// manager, forcing its own fields: it creates the snapshot, or updates it
+// if snap has a resourceVersion that still matches. What other managers
+// set (labels, annotations) is theirs and stays; what the operator set
+// before and leaves out now (a label removed from the node) goes. It
+// returns the new resourceVersion.
 //
 // Two choices spare the hub work on every write, which bounds how fast
 // snapshots can follow their nodes: the body comes from typed structs, so
 // it cannot hold an unknown field and field validation (a second, strict
 // parse of the patch on the API server) is skipped; and only metadata is
 // asked back, since the resourceVersion is all the writer keeps.
-func (w *writer) apply(ctx context.Context, snap *fleetv1.NodeSnapshot) (string, []string, error) {
+func (w *writer) apply(ctx context.Context, snap *fleetv1.NodeSnapshot) (string, error) {
 	raw, err := json.Marshal(applyBody{
 		APIVersion: fleetv1.GroupVersion.String(), Kind: "NodeSnapshot",
 		Metadata: applyMeta{
@@ -532,32 +450,12 @@ func (w *writer) apply(ctx context.Context, snap *fleetv1.NodeSnapshot) (string,
 		Spec: &snap.Spec, Status: &snap.Status,
 	})
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
 	m := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: snap.Namespace, Name: snap.Name}}
 	m.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshot"))
 	if err := w.hub.Patch(ctx, m, client.RawPatch(types.ApplyPatchType, raw),
 		client.FieldOwner(fleetv1.FieldManager), client.ForceOwnership, client.FieldValidation(metav1.FieldValidationIgnore)); err != nil {
-		return "", nil, err
-	}
-	return m.ResourceVersion, leftoverLabels(m.ManagedFields), nil
-}
-
-// removeLabels removes labels from a snapshot at resourceVersion rv and
-// returns its new resourceVersion. The precondition keeps a label that
-// another manager set meanwhile under the same key.
-func (w *writer) removeLabels(ctx context.Context, name, rv string, keys []string) (string, error) {
-	labels := make(map[string]any, len(keys))
-	for _, k := range keys {
-		labels[k] = nil
-	}
-	raw, err := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": rv, "labels": labels}})
-	if err != nil {
-		return "", err
-	}
-	m := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: w.cluster.Namespace, Name: name}}
-	m.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshot"))
-	if err := w.hub.Patch(ctx, m, client.RawPatch(types.MergePatchType, raw), client.FieldOwner(fleetv1.FieldManager)); err != nil {
 		return "", err
 	}
 	return m.ResourceVersion, nil

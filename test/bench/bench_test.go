@@ -30,8 +30,8 @@ func TestQuickBench(t *testing.T) {
 		t.Errorf("meaningful changes: %d writes for %d changes", res.WriteAmp.ChangeWrites, res.WriteAmp.Changes)
 	}
 	for _, l := range res.Latency {
-		if l.Floor.N == 0 || l.Client.N == 0 {
-			t.Errorf("latency at %d/s: %d at the floor, %d at the client", l.TargetRate, l.Floor.N, l.Client.N)
+		if l.Floor.N == 0 || l.Client.N == 0 || l.TargetRate > 0 && l.HubFloor.N == 0 {
+			t.Errorf("latency at %d/s: %d at the floor, %d at the client, %d straight to the hub", l.TargetRate, l.Floor.N, l.Client.N, l.HubFloor.N)
 		}
 		if l.CPU.MachineBusy <= 0 || l.CPU.MachineBusy > 1 || l.CPU.HubAPIServer <= 0 {
 			t.Errorf("latency at %d/s: CPU %+v", l.TargetRate, l.CPU)
@@ -39,9 +39,6 @@ func TestQuickBench(t *testing.T) {
 	}
 	if res.Mirror.SnapshotsPerSecond <= 0 || res.Mirror.ListsPerCluster > 1 || res.Mirror.WatchesPerCluster > 1 {
 		t.Errorf("initial mirror: %+v", res.Mirror)
-	}
-	if m := res.Mirror; m.HubCreatesPerSecondBefore <= 0 || m.HubCreatesPerSecondAfter <= 0 || m.RawAfterCPU.HubCPUSeconds <= 0 {
-		t.Errorf("raw creates before and after the mirror: %+v", m)
 	}
 	if m := res.Mirror; m.RawCPU.HubCPUSeconds <= 0 || m.OperatorCPU.HubCPUSeconds <= 0 || m.OperatorCPU.OperatorCPUSec <= 0 || m.OperatorCPU.MachineBusy <= 0 {
 		t.Errorf("initial mirror CPU: raw %+v, operator %+v", m.RawCPU, m.OperatorCPU)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -27,12 +28,16 @@ type latencyRun struct {
 	AchievedRate float64 `json:"achievedChangesPerSecond"`
 	Sent         int     `json:"sent"`
 	Floor        dist    `json:"memberWatch"`
-	Hub          dist    `json:"hubWatch"`
-	Client       dist    `json:"websocketClient"`
-	OperatorHop  dist    `json:"operatorHop"`
-	SidecarHop   dist    `json:"sidecarHop"`
-	RatioP50     float64 `json:"endToEndOverFloorP50"`
-	RatioP99     float64 `json:"endToEndOverFloorP99"`
+	// HubFloor is the hub's own write-to-watch latency for the same
+	// changes at the member's achieved rate (see hubWriteFloor).
+	HubFloor         dist    `json:"hubWriteFloor"`
+	HubFloorAchieved float64 `json:"hubWriteFloorAchievedChangesPerSecond"`
+	Hub              dist    `json:"hubWatch"`
+	Client           dist    `json:"websocketClient"`
+	OperatorHop      dist    `json:"operatorHop"`
+	SidecarHop       dist    `json:"sidecarHop"`
+	RatioP50         float64 `json:"endToEndOverFloorP50"`
+	RatioP99         float64 `json:"endToEndOverFloorP99"`
 	// CPU is measured while the changes are made, stragglers excluded.
 	CPU cpuUse `json:"cpu"`
 }
@@ -219,6 +224,12 @@ func (e *env) latency(ctx context.Context, res *results) error {
 		st.mu.Unlock()
 		r.Floor, r.Hub, r.Client, r.OperatorHop, r.SidecarHop = summarize(floor), summarize(hub), summarize(cl), summarize(opHop), summarize(scHop)
 		r.RatioP50, r.RatioP99 = ratio(r.Client.P50, r.Floor.P50), ratio(r.Client.P99, r.Floor.P99)
+		if rate > 0 {
+			var err error
+			if r.HubFloor, r.HubFloorAchieved, err = e.hubWriteFloor(ctx, int(math.Round(r.AchievedRate)), e.sz.LatencyDuration); err != nil {
+				return err
+			}
+		}
 		res.Latency = append(res.Latency, r)
 		e.log("  rate %d/s (achieved %.0f): floor p50 %.1fms p99 %.1fms; end to end p50 %.1fms p99 %.1fms (%d/%d at the client); machine %s busy",
 			rate, r.AchievedRate, r.Floor.P50, r.Floor.P99, r.Client.P50, r.Client.P99, r.Client.N, r.Sent, used.busy())

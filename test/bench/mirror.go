@@ -105,10 +105,6 @@ func (e *env) waitSnapshots(ctx context.Context, ns, cluster string, want int, t
 
 // initialMirror measures how fast every cluster's nodes become snapshots,
 // against the hub's raw create rate for the same objects in the same run.
-// The raw create runs before and after the operator's mirror and the
-// baseline is their mean: the hub holds more objects as the run goes on
-// (its garbage collector works harder), which would otherwise count
-// against whichever ran second.
 func (e *env) initialMirror(ctx context.Context, res *results) error {
 	clusters := e.sz.Members * e.sz.ClustersPerMember
 	total := clusters * e.sz.NodesPerCluster
@@ -119,7 +115,7 @@ func (e *env) initialMirror(ctx context.Context, res *results) error {
 		return err
 	}
 	res.Mirror.HubCreateSeconds, res.Mirror.RawCPU = secs(took), cpu
-	res.Mirror.HubCreatesPerSecondBefore = math.Round(float64(total) / took.Seconds())
+	res.Mirror.HubCreatesPerSecond = math.Round(float64(total) / took.Seconds())
 	e.log("  hub raw create: %d snapshots in %.1fs", total, res.Mirror.HubCreateSeconds)
 
 	before := make([]map[string]float64, e.sz.Members)
@@ -170,17 +166,6 @@ func (e *env) initialMirror(ctx context.Context, res *results) error {
 		return err
 	}
 	if err := e.waitClustersReady(ctx); err != nil {
-		return err
-	}
-	took, cpu, err = e.rawCreate(ctx, rawCreateAfterNamespace, "mirror-raw-create-after")
-	if err != nil {
-		return err
-	}
-	res.Mirror.HubCreateAfterSeconds, res.Mirror.RawAfterCPU = secs(took), cpu
-	res.Mirror.HubCreatesPerSecondAfter = math.Round(float64(total) / took.Seconds())
-	res.Mirror.HubCreatesPerSecond = math.Round((res.Mirror.HubCreatesPerSecondBefore + res.Mirror.HubCreatesPerSecondAfter) / 2)
-	e.log("  hub raw create after the mirror: %d snapshots in %.1fs", total, res.Mirror.HubCreateAfterSeconds)
-	if err := e.removeSnapshots(ctx, rawCreateAfterNamespace); err != nil {
 		return err
 	}
 	var lists, watches float64
@@ -361,13 +346,9 @@ type readRun struct {
 
 func secs(d time.Duration) float64 { return math.Round(d.Seconds()*10) / 10 }
 
-// The raw creates' namespaces: the first one's snapshots stay for the reads
-// scenario, the second one's are removed so that later scenarios find the
-// hub as before.
-const (
-	rawCreateNamespace      = "ceiling"
-	rawCreateAfterNamespace = "ceiling-after"
-)
+// rawCreateNamespace holds the raw create's snapshots, which stay for the
+// reads scenario.
+const rawCreateNamespace = "ceiling"
 
 // rawCreate creates every cluster's snapshots straight on the hub in ns,
 // 16 at a time, counted by the same kind of hub watch as the operator's.
@@ -417,19 +398,4 @@ func (e *env) rawCreate(ctx context.Context, ns, profilePrefix string) (time.Dur
 		return 0, cpuUse{}, fmt.Errorf("the hub watch saw %d of %d raw creates in %s: %w", seen.Load(), len(objs), ns, err)
 	}
 	return took, cpu, nil
-}
-
-// removeSnapshots deletes every snapshot in ns and waits until they are gone.
-func (e *env) removeSnapshots(ctx context.Context, ns string) error {
-	if err := e.hub.DeleteAllOf(ctx, &fleetv1.NodeSnapshot{}, client.InNamespace(ns)); err != nil {
-		return err
-	}
-	return wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
-		list := &metav1.PartialObjectMetadataList{}
-		list.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshotList"))
-		if err := e.hub.List(ctx, list, client.InNamespace(ns), client.Limit(1)); err != nil {
-			return false, err
-		}
-		return len(list.Items) == 0, nil
-	})
 }

@@ -67,18 +67,12 @@ type initialMirror struct {
 	Seconds                   float64 `json:"seconds"`
 	SnapshotsPerSecond        float64 `json:"snapshotsPerSecond"`
 	HubCreateSeconds          float64 `json:"hubRawCreateSeconds"`
-	// HubCreatesPerSecond is the baseline: the mean of the raw create's
-	// rates before and after the operator's mirror.
 	HubCreatesPerSecond       float64 `json:"hubRawCreatesPerSecond"`
-	HubCreatesPerSecondBefore float64 `json:"hubRawCreatesPerSecondBefore"`
-	HubCreatesPerSecondAfter  float64 `json:"hubRawCreatesPerSecondAfter"`
-	HubCreateAfterSeconds     float64 `json:"hubRawCreateAfterSeconds"`
 	ListsPerCluster           float64 `json:"memberListsPerCluster"`
 	WatchesPerCluster         float64 `json:"memberWatchesPerCluster"`
 	// The CPU of the raw create and of the operator's mirror, each while
 	// the same hub watch counted its snapshots.
 	RawCPU      cpuUse `json:"rawCreateCPU"`
-	RawAfterCPU cpuUse `json:"rawCreateAfterCPU"`
 	OperatorCPU cpuUse `json:"operatorMirrorCPU"`
 }
 
@@ -306,7 +300,7 @@ func setup(ctx context.Context, sz sizes, opts options, log func(string, ...any)
 	}
 	undo = append(undo, e.sidecar.stop)
 	log("operator and sidecar running; /heap, /requests and /debug/pprof/ on %s and %s", e.operator.debug, e.sidecar.debug)
-	for _, ns := range []string{"bench", rawCreateNamespace, rawCreateAfterNamespace, "fanout", "fanout-idle"} {
+	for _, ns := range []string{"bench", rawCreateNamespace, "fanout", "fanout-idle"} {
 		if err := e.hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return nil, nil, err
 		}
