@@ -9,7 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -32,18 +36,36 @@ func (e *env) hubWriteFloor(ctx context.Context, rate int, duration time.Duratio
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cluster := clusterName(0, 0)
-	w, err := e.hub.Watch(ctx, &fleetv1.NodeSnapshotList{}, client.InNamespace(rawCreateNamespace), client.MatchingLabels{fleetv1.ClusterLabel: cluster})
+	var list metav1.PartialObjectMetadataList
+	list.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshotList"))
+	if err := e.hub.List(ctx, &list, client.InNamespace(rawCreateNamespace), client.Limit(1)); err != nil {
+		return dist{}, 0, err
+	}
+	// A retry watcher: the hub may end a watch on a busy machine.
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = fleetv1.ClusterLabel + "=" + cluster
+			return e.hub.Watch(ctx, &fleetv1.NodeSnapshotList{}, client.InNamespace(rawCreateNamespace), &client.ListOptions{Raw: &o})
+		},
+	})
 	if err != nil {
 		return dist{}, 0, err
 	}
 	defer w.Stop()
 	var mu sync.Mutex
 	sent, seen := map[int]time.Time{}, map[int]time.Time{}
+	var watchErr error
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
 		for ev := range w.ResultChan() {
 			now := time.Now()
+			if ev.Type == watch.Error {
+				mu.Lock()
+				watchErr = apierrors.FromObject(ev.Object)
+				mu.Unlock()
+				continue
+			}
 			if s, ok := ev.Object.(*fleetv1.NodeSnapshot); ok && ev.Type == watch.Modified {
 				if seq, err := strconv.Atoi(s.Status.Labels[seqLabel]); err == nil {
 					mu.Lock()
@@ -92,7 +114,9 @@ func (e *env) hubWriteFloor(ctx context.Context, rate int, duration time.Duratio
 		}
 		select {
 		case <-closed:
-			return dist{}, 0, fmt.Errorf("the hub watch closed after %d of %d writes straight to the hub", len(seen), total)
+			mu.Lock()
+			defer mu.Unlock()
+			return dist{}, 0, fmt.Errorf("the hub watch closed after %d of %d writes straight to the hub (last error: %v)", len(seen), total, watchErr)
 		default:
 		}
 	}
