@@ -32,14 +32,14 @@ var floorSeq atomic.Int64
 // same node patches go to a member at the same rate, on nodes no cluster
 // mirrors, so that the machine carries the member's share of the load too;
 // the operator is idle.
-func (e *env) hubWriteFloor(ctx context.Context, rate int, duration time.Duration) (dist, float64, error) {
+func (e *env) hubWriteFloor(ctx context.Context, rate int, duration time.Duration) (dist, float64, cpuUse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cluster := clusterName(0, 0)
 	var list metav1.PartialObjectMetadataList
 	list.SetGroupVersionKind(fleetv1.GroupVersion.WithKind("NodeSnapshotList"))
 	if err := e.hub.List(ctx, &list, client.InNamespace(rawCreateNamespace), client.Limit(1)); err != nil {
-		return dist{}, 0, err
+		return dist{}, 0, cpuUse{}, err
 	}
 	// A retry watcher: the hub may end a watch on a busy machine.
 	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &cache.ListWatch{
@@ -49,7 +49,7 @@ func (e *env) hubWriteFloor(ctx context.Context, rate int, duration time.Duratio
 		},
 	})
 	if err != nil {
-		return dist{}, 0, err
+		return dist{}, 0, cpuUse{}, err
 	}
 	defer w.Stop()
 	var mu sync.Mutex
@@ -81,6 +81,7 @@ func (e *env) hubWriteFloor(ctx context.Context, rate int, duration time.Duratio
 	// Sequence numbers new to every run: a write of what a snapshot holds
 	// already would change nothing and make no event.
 	first := int(floorSeq.Add(int64(total))) - total
+	meter := e.startCPU()
 	start := time.Now()
 	var memberErr error
 	var wg sync.WaitGroup
@@ -101,9 +102,10 @@ func (e *env) hubWriteFloor(ctx context.Context, rate int, duration time.Duratio
 	})
 	wg.Wait()
 	if err = errors.Join(err, memberErr); err != nil {
-		return dist{}, 0, err
+		return dist{}, 0, cpuUse{}, err
 	}
 	achieved := float64(total) / time.Since(start).Seconds()
+	used := meter.stop()
 	// Stragglers: until every write is seen, or 10s.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		mu.Lock()
@@ -116,7 +118,7 @@ func (e *env) hubWriteFloor(ctx context.Context, rate int, duration time.Duratio
 		case <-closed:
 			mu.Lock()
 			defer mu.Unlock()
-			return dist{}, 0, fmt.Errorf("the hub watch closed after %d of %d writes straight to the hub (last error: %v)", len(seen), total, watchErr)
+			return dist{}, 0, cpuUse{}, fmt.Errorf("the hub watch closed after %d of %d writes straight to the hub (last error: %v)", len(seen), total, watchErr)
 		default:
 		}
 	}
@@ -128,5 +130,5 @@ func (e *env) hubWriteFloor(ctx context.Context, rate int, duration time.Duratio
 			ds = append(ds, t1.Sub(t0))
 		}
 	}
-	return summarize(ds), float64(int(achieved*10)) / 10, nil
+	return summarize(ds), float64(int(achieved*10)) / 10, used, nil
 }

@@ -32,6 +32,7 @@ type latencyRun struct {
 	// changes at the member's achieved rate (see hubWriteFloor).
 	HubFloor         dist    `json:"hubWriteFloor"`
 	HubFloorAchieved float64 `json:"hubWriteFloorAchievedChangesPerSecond"`
+	HubFloorCPU      cpuUse  `json:"hubWriteFloorCPU"`
 	Hub              dist    `json:"hubWatch"`
 	Client           dist    `json:"websocketClient"`
 	OperatorHop      dist    `json:"operatorHop"`
@@ -226,7 +227,7 @@ func (e *env) latency(ctx context.Context, res *results) error {
 		r.RatioP50, r.RatioP99 = ratio(r.Client.P50, r.Floor.P50), ratio(r.Client.P99, r.Floor.P99)
 		if rate > 0 {
 			var err error
-			if r.HubFloor, r.HubFloorAchieved, err = e.hubWriteFloor(ctx, int(math.Round(r.AchievedRate)), e.sz.LatencyDuration); err != nil {
+			if r.HubFloor, r.HubFloorAchieved, r.HubFloorCPU, err = e.hubWriteFloor(ctx, int(math.Round(r.AchievedRate)), e.sz.LatencyDuration); err != nil {
 				return err
 			}
 		}

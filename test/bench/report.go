@@ -114,8 +114,8 @@ func summary(r *results, file string) string {
 			p50, p99 := l.OperatorHop.P50/max(l.Floor.P50, 0.1), l.OperatorHop.P99/max(l.Floor.P99, 0.1)
 			target = fmt.Sprintf("≤ 2× the member watch (×%.1f / ×%.1f): %s%s", p50, p99, check(p50 <= 2 && p99 <= 2), l.CPU.saturated())
 		}
-		fmt.Fprintf(&b, "| operator hop (member watch → hub watch), %d/s (achieved %.0f/s) | %s | member watch: %s; the same changes written straight to the hub (%.0f/s), write → hub watch: %s | %s |\n",
-			l.TargetRate, l.AchievedRate, l.OperatorHop.p50p99(), l.Floor.p50p99(), l.HubFloorAchieved, l.HubFloor.p50p99(), target)
+		fmt.Fprintf(&b, "| operator hop (member watch → hub watch), %d/s (achieved %.0f/s) | %s | member watch: %s; the same changes written straight to the hub (%.0f/s, machine %s busy), write → hub watch: %s | %s |\n",
+			l.TargetRate, l.AchievedRate, l.OperatorHop.p50p99(), l.Floor.p50p99(), l.HubFloorAchieved, l.HubFloorCPU.busy(), l.HubFloor.p50p99(), target)
 	}
 	m, mem := r.Mirror, r.Memory
 	if r.ran("mirror") {
