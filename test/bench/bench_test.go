@@ -154,3 +154,21 @@ func TestNoSamplesNoNumber(t *testing.T) {
 		t.Errorf("a floor without samples printed as:\n%s", md)
 	}
 }
+
+// TestNegativeHopIsNotMet: when the bench's own member watch sees changes
+// after the hub does, the operator hop is not a measurement, and the
+// summary must not call the target met.
+func TestNegativeHopIsNotMet(t *testing.T) {
+	ms := func(v ...int) (ds []time.Duration) {
+		for _, x := range v {
+			ds = append(ds, time.Duration(x)*time.Millisecond)
+		}
+		return ds
+	}
+	r := &results{Latency: []latencyRun{{TargetRate: 1000, AchievedRate: 223,
+		Floor: summarize(ms(1300, 1400, 2500)), OperatorHop: summarize(ms(-600, -500, 70)), Client: summarize(ms(2000))}}}
+	md := markdown(r)
+	if !strings.Contains(md, "not measured: the bench's member watch fell behind the operator") || strings.Contains(md, "): met") {
+		t.Errorf("a negative operator hop printed as:\n%s", md)
+	}
+}
