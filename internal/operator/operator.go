@@ -26,6 +26,22 @@ import (
 	"github.com/nodemirror/nodemirror/internal/shard"
 )
 
+// hubConfig is a copy of cfg with the operator's user agent and the
+// client-side limit of --hub-qps, if any: one bucket for every client made
+// from it (the manager's and the sessions' metadata watches), so that the
+// flag bounds the process, not each client.
+func hubConfig(cfg *rest.Config, o Options) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = float32(o.HubQPS), o.HubBurst
+	if o.HubQPS <= 0 {
+		cfg.QPS = -1 // client-go: no rate limiter
+	} else {
+		cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
+	}
+	cfg.UserAgent = "nodemirror-operator"
+	return cfg
+}
+
 // Run runs the operator against the hub that cfg reaches until ctx ends.
 // It sets cfg's rate limits and user agent from o.
 func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) error {
@@ -36,17 +52,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) erro
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(fleetv1.AddToScheme(scheme))
 
-	cfg = rest.CopyConfig(cfg)
-	cfg.QPS, cfg.Burst = float32(o.HubQPS), o.HubBurst
-	if o.HubQPS <= 0 {
-		cfg.QPS = -1 // client-go: no rate limiter
-	} else {
-		// One bucket for every client made from cfg (the manager's, the
-		// metadata watches', the snapshot creates'), so the flag bounds
-		// the process, not each client.
-		cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
-	}
-	cfg.UserAgent = "nodemirror-operator"
+	cfg = hubConfig(cfg, o)
 	metricsOpts := metricsserver.Options{BindAddress: o.MetricsAddr, SecureServing: o.MetricsSecure}
 	if o.MetricsSecure {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization

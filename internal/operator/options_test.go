@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
 
@@ -57,5 +58,30 @@ func TestBadShardSettingsSayWhat(t *testing.T) {
 	err := Run(context.Background(), &rest.Config{Host: "https://127.0.0.1:1"}, o, logr.Discard())
 	if err == nil || !strings.Contains(err.Error(), "--shard-leases: renew deadline 20s") {
 		t.Errorf("Run with a renew deadline past the lease duration = %v", err)
+	}
+}
+
+// TestHubQPSBoundsTheProcess: every hub client built from the operator's
+// config shares the one bucket of --hub-qps; without the flag none has a
+// limiter.
+func TestHubQPSBoundsTheProcess(t *testing.T) {
+	base := &rest.Config{Host: "https://hub.example:6443"}
+	limiter := func(cfg *rest.Config) any {
+		t.Helper()
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cs.CoreV1().RESTClient().GetRateLimiter()
+	}
+	cfg := hubConfig(base, parse(t, "--hub-qps", "5", "--hub-burst", "10"))
+	if a, b := limiter(rest.CopyConfig(cfg)), limiter(rest.CopyConfig(cfg)); a == nil || a != b {
+		t.Errorf("--hub-qps: two clients have limiters %p and %p, want one shared", a, b)
+	}
+	if base.RateLimiter != nil || base.UserAgent != "" {
+		t.Errorf("the caller's config changed: %+v", base)
+	}
+	if l := limiter(hubConfig(base, parse(t))); l != nil {
+		t.Errorf("no --hub-qps: limiter %v, want none", l)
 	}
 }

@@ -110,7 +110,7 @@ func (e *env) initialMirror(ctx context.Context, res *results) error {
 	total := clusters * e.sz.NodesPerCluster
 	res.Mirror.Clusters, res.Mirror.NodesPerCluster = clusters, e.sz.NodesPerCluster
 
-	took, cpu, err := e.rawCreate(ctx, rawCreateNamespace, "mirror-raw-create")
+	took, cpu, err := e.rawCreate(ctx)
 	if err != nil {
 		return err
 	}
@@ -350,9 +350,10 @@ func secs(d time.Duration) float64 { return math.Round(d.Seconds()*10) / 10 }
 // reads scenario.
 const rawCreateNamespace = "ceiling"
 
-// rawCreate creates every cluster's snapshots straight on the hub in ns,
-// 16 at a time, counted by the same kind of hub watch as the operator's.
-func (e *env) rawCreate(ctx context.Context, ns, profilePrefix string) (time.Duration, cpuUse, error) {
+// rawCreate creates every cluster's snapshots straight on the hub, 16 at a
+// time, counted by the same kind of hub watch as the operator's.
+func (e *env) rawCreate(ctx context.Context) (time.Duration, cpuUse, error) {
+	const ns = rawCreateNamespace
 	var objs []*fleetv1.NodeSnapshot
 	for m := range e.sz.Members {
 		for s := range e.sz.ClustersPerMember {
@@ -363,8 +364,8 @@ func (e *env) rawCreate(ctx context.Context, ns, profilePrefix string) (time.Dur
 			}
 		}
 	}
-	// The same kind of hub watch counts every run's snapshots, so that
-	// all pay for the same watchers.
+	// The same kind of hub watch counts both runs' snapshots, so that
+	// both pay for the same watchers.
 	counter, err := e.snapshotAdds(ctx, ns)
 	if err != nil {
 		return 0, cpuUse{}, err
@@ -378,7 +379,7 @@ func (e *env) rawCreate(ctx context.Context, ns, profilePrefix string) (time.Dur
 	}()
 	profiled := func() error { return nil }
 	if e.profile != "" {
-		profiled = e.profileHub(ctx, profilePrefix, 20)
+		profiled = e.profileHub(ctx, "mirror-raw-create", 20)
 	}
 	meter := e.startCPU()
 	start := time.Now()
