@@ -163,7 +163,6 @@ func importedName(out []byte) (string, error) {
 	return "", fmt.Errorf("ctr import named no image: %s", clip(out))
 }
 
-
 // tarDir writes a tar of the directory's files, as an OCI archive holds
 // its layout.
 func tarDir(out, dir string) error {
@@ -215,5 +214,3 @@ func tarDir(out, dir string) error {
 	}
 	return f.Close()
 }
-
-

@@ -14,6 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
+// pluginPath holds kubectl-nodemirror once the join step built it.
+var pluginPath string
+
 func kubectlErr(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
