@@ -117,7 +117,11 @@ const (
 	ReasonChanged = "Changed"
 	// ReasonUnchanged: the node already was as asked; nothing was written.
 	ReasonUnchanged = "Unchanged"
-	// ReasonDrained: the node is cordoned and its pods were evicted.
+	// ReasonDrained: the node is cordoned and the pods that had to leave
+	// are gone: each evicted pod, and each already terminating, deleted or
+	// replaced by a pod of the same name with another UID (but those not
+	// waited for, see DrainOptions.SkipWaitForDeleteTimeout, which the
+	// message counts).
 	ReasonDrained = "Drained"
 	// ReasonDryRun: spec.dryRun; the message says what would be done.
 	ReasonDryRun = "DryRun"
@@ -140,6 +144,11 @@ const (
 	// ReasonDrainBlocked: pods on the node stop the drain unless a drain
 	// option allows them (DaemonSet pods, emptyDir data, unmanaged pods).
 	ReasonDrainBlocked = "DrainBlocked"
+	// ReasonPodsStillTerminating: the node's pods were evicted, but some
+	// were still terminating (their kubelet had not ended them: preStop
+	// hooks, grace periods) at the drain timeout; the message names them
+	// and counts the evicted pods.
+	ReasonPodsStillTerminating = "PodsStillTerminating"
 	// ReasonMemberError: the member failed the request for another reason.
 	ReasonMemberError = "MemberError"
 )

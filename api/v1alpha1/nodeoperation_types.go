@@ -174,14 +174,29 @@ type DrainOptions struct {
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	GracePeriodSeconds *int64 `json:"gracePeriodSeconds,omitempty"`
-	// Timeout for one node's drain; evictions refused by a
-	// PodDisruptionBudget are retried until then, and the node's result
-	// then names the pods and budgets that held.
+	// Timeout for one node's drain, counted from the node's start:
+	// evictions refused by a PodDisruptionBudget are retried until then
+	// (the node's result then names the pods and budgets that held), and
+	// evicted pods are waited for until then (the node's result then
+	// names the pods still terminating).
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	// SkipWaitForDeleteTimeout is kubectl drain's
+	// --skip-wait-for-delete-timeout: a terminating pod whose
+	// deletionTimestamp is more than this in the past is not waited for
+	// (the node's result counts it); 0s waits for every pod. Unset: on a
+	// node whose Ready condition is True every pod is waited for, as
+	// kubectl does; on a node that is not Ready, a pod whose
+	// deletionTimestamp is more than 1m in the past is not waited for,
+	// since no kubelet there can confirm its deletion and it would stay
+	// Terminating until the timeout.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	// +optional
+	SkipWaitForDeleteTimeout *metav1.Duration `json:"skipWaitForDeleteTimeout,omitempty"`
 	// DeleteEmptyDirData evicts pods that use emptyDir volumes (their data
 	// is lost); without it such pods stop the node's drain.
 	// +optional

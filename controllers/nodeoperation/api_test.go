@@ -56,6 +56,15 @@ func TestAPIValidation(t *testing.T) {
 		{"bad timeout", with(fleetv1.ActionDrain, func(s *fleetv1.NodeOperationSpec) {
 			s.Drain = &fleetv1.DrainOptions{Timeout: &metav1.Duration{Duration: -1e9}}
 		}), "should match"},
+		{"skipWaitForDeleteTimeout", with(fleetv1.ActionDrain, func(s *fleetv1.NodeOperationSpec) {
+			s.Drain = &fleetv1.DrainOptions{SkipWaitForDeleteTimeout: &metav1.Duration{Duration: 20e9}}
+		}), ""},
+		{"skipWaitForDeleteTimeout 0s", with(fleetv1.ActionDrain, func(s *fleetv1.NodeOperationSpec) {
+			s.Drain = &fleetv1.DrainOptions{SkipWaitForDeleteTimeout: &metav1.Duration{}}
+		}), ""},
+		{"negative skipWaitForDeleteTimeout", with(fleetv1.ActionDrain, func(s *fleetv1.NodeOperationSpec) {
+			s.Drain = &fleetv1.DrainOptions{SkipWaitForDeleteTimeout: &metav1.Duration{Duration: -1e9}}
+		}), "should match"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			op := &fleetv1.NodeOperation{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, GenerateName: "v-"}, Spec: tc.spec}
