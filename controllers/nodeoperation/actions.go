@@ -85,6 +85,9 @@ type actor struct {
 	spec *fleetv1.NodeOperationSpec
 	// evictionBackoff caps the wait between evictions refused by a budget.
 	evictionBackoff time.Duration
+	// progress, if set, shows how a node's step is going while it runs
+	// (e.g. the pods a drain still waits for).
+	progress func(node, msg string)
 }
 
 func (a *actor) getNode(ctx context.Context, name string) (*corev1.Node, error) {

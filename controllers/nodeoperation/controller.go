@@ -277,7 +277,8 @@ func (r *Reconciler) runCluster(ctx context.Context, op *fleetv1.NodeOperation, 
 		}
 		return
 	}
-	a := &actor{cs: cs, spec: &op.Spec, evictionBackoff: r.EvictionBackoff}
+	a := &actor{cs: cs, spec: &op.Spec, evictionBackoff: r.EvictionBackoff,
+		progress: func(node, msg string) { t.progress(ct.name, node, msg) }}
 	limit := int(op.Spec.MaxConcurrent)
 	if limit <= 0 {
 		limit = 5

@@ -109,7 +109,7 @@ func (w *workload) lift(name string) {
 }
 
 // gone says the pod was evicted: deleted, or terminating (no kubelet
-// here finishes it).
+// here finishes it, but a stand-in one: see kubelet).
 func (w *workload) gone(name string) bool {
 	w.f.t.Helper()
 	p, err := w.cs.CoreV1().Pods(w.ns).Get(ctx, name, metav1.GetOptions{})
@@ -118,6 +118,13 @@ func (w *workload) gone(name string) bool {
 	}
 	w.f.must(err)
 	return p.DeletionTimestamp != nil
+}
+
+// kubelet starts a stand-in kubelet for the workload's node: it ends the
+// node's terminating pods delay after it saw them so.
+func (w *workload) kubelet(delay time.Duration) *framework.Kubelet {
+	w.f.t.Helper()
+	return (&framework.Kubelet{Client: w.cs, Nodes: []string{w.node}, Delay: delay}).Start(w.f.t)
 }
 
 func drainSpec(cluster, node string, opts fleetv1.DrainOptions) fleetv1.NodeOperationSpec {
@@ -221,12 +228,22 @@ func TestDrainResumesAfterRestart(t *testing.T) {
 	})
 	restartOperator(t)
 	w.lift("db")
+	// Once the new run has evicted db-0 (and so has seen web-1
+	// terminating), a kubelet ends both, and only then is the node drained.
+	framework.WaitFor(t, 40*time.Second, "db-0 evicted after the restart", func() bool { return w.gone("db-0") })
+	if res := result(f.get(name), "east", a); res.Phase != fleetv1.OperationRunning {
+		t.Errorf("node a %s with its evicted pods still terminating: %+v", res.Phase, res)
+	}
+	k := w.kubelet(0)
 	op := f.wait(name)
 	if op.Status.Phase != fleetv1.OperationSucceeded || op.Status.Counts != counts(2, 2, 0, 0) {
 		t.Fatalf("after the restart: %s %+v %+v", op.Status.Phase, op.Status.Counts, op.Status.Results)
 	}
-	if res := result(op, "east", a); res.Reason != fleetv1.ReasonDrained || !strings.Contains(res.Message, "1 pods evicted, 1 already terminating") {
+	if res := result(op, "east", a); res.Reason != fleetv1.ReasonDrained || !strings.Contains(res.Message, "1 pods evicted and gone, 1 already terminating") {
 		t.Errorf("resumed node: %+v", res)
+	}
+	if len(k.Ended()) != 2 {
+		t.Errorf("drained with %d of its 2 pods ended: %+v", len(k.Ended()), k.Ended())
 	}
 	if !w.gone("db-0") {
 		t.Errorf("db-0 still there")

@@ -255,9 +255,24 @@ func (t *tracker) begin(cluster, node string, started *metav1.Time) time.Time {
 	if started == nil {
 		started = &metav1.Time{Time: time.Now().Truncate(time.Second)}
 	}
-	res.Phase, res.StartTime = fleetv1.OperationRunning, started
+	// A message is a running step's progress, or a result's: it starts afresh.
+	res.Phase, res.Reason, res.Message, res.StartTime = fleetv1.OperationRunning, "", "", started
 	t.version++
 	return started.Time
+}
+
+// progress sets the message of a node's running step; written with the
+// next batch, and only if it changed.
+func (t *tracker) progress(cluster, node, msg string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	res := t.results[resultKey{cluster, node}]
+	msg = truncate(msg, fleetv1.MaxNodeOperationMessage)
+	if res == nil || res.Phase != fleetv1.OperationRunning || res.Message == msg {
+		return
+	}
+	res.Message = msg
+	t.version++
 }
 
 func (t *tracker) end(cluster, node string, o outcome) {

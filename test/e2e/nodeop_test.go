@@ -110,11 +110,18 @@ spec:
 	<-first.exited
 	setAllowed(1)
 	startBinary(t, dir, "operator", "http://"+probeAddr+"/readyz", args...)
+	// The node is drained once its evicted pods are gone: once the new
+	// operator has evicted db-0, a stand-in kubelet ends both.
+	framework.WaitFor(t, 60*time.Second, "db-0 evicted by the new operator", func() bool { return gone("db-0") })
+	kubelet := (&framework.Kubelet{Client: member, Nodes: []string{"node-a"}, Delay: time.Second}).Start(t)
 	k.must("", "-n", "fleet", "wait", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=90s", "nodeoperation/drain-a")
 	out := k.must("", "-n", "fleet", "get", "nodeop", "drain-a", "-o", "jsonpath={.status.counts.total} {.status.counts.succeeded} {.status.counts.failed} {.status.results[0].reason}|{.status.results[0].message}")
 	t.Logf("after the restart: %s", out)
-	if !strings.HasPrefix(out, "1 1 0 Drained|") {
-		t.Errorf("counts and result after the restart = %q, want 1 total, 1 succeeded, 0 failed, Drained", out)
+	if !strings.HasPrefix(out, "1 1 0 Drained|drained: 1 pods evicted and gone, 1 already terminating") {
+		t.Errorf("counts and result after the restart = %q, want 1 total, 1 succeeded, 0 failed, Drained with web-1 evicted before and db-0 after", out)
+	}
+	if n := len(kubelet.Ended()); n != 2 {
+		t.Errorf("drained with %d of its 2 evicted pods gone", n)
 	}
 	if !gone("db-0") {
 		t.Errorf("db-0 was not evicted after the budget allowed it")
