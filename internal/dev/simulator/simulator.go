@@ -26,6 +26,10 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// ChangeInterval is the mean time between meaningful changes (default 2s).
 	ChangeInterval time.Duration
+	// PodInterval is how often the terminating pods of the simulated
+	// nodes are looked at, to end those whose grace period is over
+	// (default 1s).
+	PodInterval time.Duration
 	// Seed makes a run repeatable.
 	Seed uint64
 	Log  logr.Logger
@@ -49,6 +53,9 @@ func New(cs kubernetes.Interface, opts Options) *Simulator {
 	}
 	if opts.ChangeInterval <= 0 {
 		opts.ChangeInterval = 2 * time.Second
+	}
+	if opts.PodInterval <= 0 {
+		opts.PodInterval = time.Second
 	}
 	return &Simulator{cs: cs, opts: opts, rnd: rand.New(rand.NewPCG(opts.Seed, 42)), notReady: map[string]time.Time{}}
 }
@@ -77,12 +84,15 @@ func (s *Simulator) Register(ctx context.Context) error {
 	return nil
 }
 
-// Run heartbeats and changes nodes until ctx ends.
+// Run heartbeats and changes nodes, and ends their terminating pods, until
+// ctx ends.
 func (s *Simulator) Run(ctx context.Context) error {
 	beat := time.NewTicker(max(s.opts.HeartbeatInterval/time.Duration(max(len(s.nodes), 1)), 10*time.Millisecond))
 	defer beat.Stop()
 	change := time.NewTimer(s.jitter())
 	defer change.Stop()
+	pods := time.NewTicker(s.opts.PodInterval)
+	defer pods.Stop()
 	i := 0
 	for {
 		select {
@@ -97,7 +107,61 @@ func (s *Simulator) Run(ctx context.Context) error {
 		case <-change.C:
 			s.report(s.change(ctx), "change")
 			change.Reset(s.jitter())
+		case <-pods.C:
+			s.report(s.endTerminatingPods(ctx), "pod deletion")
 		}
+	}
+}
+
+// maxPodsEnded bounds the pods one pass of endTerminatingPods deletes.
+const maxPodsEnded = 100
+
+// endTerminatingPods plays the kubelets' part in a pod's deletion: a pod
+// on a simulated node that has a deletionTimestamp now past (its grace
+// period is over) is deleted for good, with grace period 0 and its UID as
+// precondition, as a kubelet does once the pod's containers have stopped.
+// Without it an evicted pod would stay Terminating for ever, and a drain
+// would wait for it until its timeout. A node made NotReady has no kubelet
+// to do so, as on a real cluster: its pods stay Terminating. At most
+// maxPodsEnded pods per pass; the rest are ended on the next.
+func (s *Simulator) endTerminatingPods(ctx context.Context) error {
+	ours := map[string]bool{}
+	for _, n := range s.nodes {
+		if _, down := s.notReady[n]; !down {
+			ours[n] = true
+		}
+	}
+	if len(ours) == 0 {
+		return nil
+	}
+	ended := 0
+	opts := metav1.ListOptions{Limit: 500}
+	for {
+		list, err := s.cs.CoreV1().Pods(metav1.NamespaceAll).List(ctx, opts)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		for _, p := range list.Items {
+			if p.DeletionTimestamp == nil || !ours[p.Spec.NodeName] || now.Before(p.DeletionTimestamp.Time) {
+				continue
+			}
+			uid := p.UID
+			err := s.cs.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0), Preconditions: &metav1.Preconditions{UID: &uid}})
+			switch {
+			case err == nil:
+				s.opts.Log.V(1).Info("Terminating pod ended", "pod", p.Namespace+"/"+p.Name, "node", p.Spec.NodeName)
+			case !apierrors.IsNotFound(err) && !apierrors.IsConflict(err):
+				return err
+			}
+			if ended++; ended == maxPodsEnded {
+				return nil
+			}
+		}
+		if list.Continue == "" {
+			return nil
+		}
+		opts.Continue = list.Continue
 	}
 }
 
