@@ -116,9 +116,35 @@ chromium: ## Make sure Debian's Chromium is there for the browser test (installs
 helm: ## Build the Helm CLI pinned in hack/helm from module sources (cached per version) into bin/helm.
 	./hack/helm.sh >/dev/null
 
+.PHONY: testbin-cluster
+testbin-cluster: ## Build the real test cluster's binaries too: kubelet, controller manager, scheduler, kube-proxy, containerd, crictl, CNI plugins (cached per version).
+	./hack/testbin.sh --cluster >/dev/null
+
+.PHONY: cluster-deps
+cluster-deps: ## As root: the real test cluster's binaries, and Debian's runc and iptables when missing. Without root: says the suite will skip.
+	@if [ "$$(id -u)" = 0 ]; then \
+		$(MAKE) --no-print-directory testbin-cluster; \
+		missing=""; for p in runc iptables; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then \
+			echo "installing Debian's$$missing for the real-cluster suite"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		fi; \
+	else \
+		echo "not root: the real-cluster suite (test/realcluster) will skip; run it with: sudo make test-cluster"; \
+	fi
+
+# The real-cluster suite runs after the others, alone: it is a whole cluster
+# on the machine's two cores, and its timings compare with kubectl's.
+REAL_CLUSTER_PKG := ./test/realcluster
+
 .PHONY: test
-test: testbin helm chromium lint ## Unit, envtest integration, e2e, demo and browser tests against real API servers.
-	KUBEBUILDER_ASSETS=$(LOCALBIN)/testbin go test $(GO_TEST_FLAGS) ./...
+test: testbin helm chromium lint cluster-deps ## Unit, envtest integration, e2e, demo and browser tests against real API servers, then the real-cluster suite.
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/testbin go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v '/test/realcluster$$')
+	go test $(GO_TEST_FLAGS) -v $(REAL_CLUSTER_PKG)
+
+.PHONY: test-cluster
+test-cluster: testbin chromium cluster-deps ## Only the real-cluster suite (as root): the release installed on a real cluster, real nodes mirrored, drains.
+	NODEMIRROR_REAL_CLUSTER=required go test $(GO_TEST_FLAGS) -v $(REAL_CLUSTER_PKG)
 
 $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -64,7 +63,7 @@ func buildPause(ctx context.Context, root, dir, file string) error {
 		return err
 	}
 	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture = "linux", goarch()
+	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
 	cfg.Config.Entrypoint = []string{"/pause"}
 	cfg.Config.User = "65535:65535"
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
@@ -104,63 +103,39 @@ func tarFiles(out string, files map[string]string) error {
 	return f.Close()
 }
 
-func goarch() string {
-	if a := os.Getenv("GOARCH"); a != "" {
-		return a
-	}
-	return runtime.GOARCH
-}
-
 // importArchive imports a docker or OCI archive into the node's CRI image
 // store, this machine's platform only.
 func (n *Node) importArchive(ctx context.Context, file string) error {
 	_, err := run(ctx, n.c.bins.ctr, "--address", n.Socket(), "--namespace", criNamespace,
-		"images", "import", "--platform", "linux/"+goarch(), file)
+		"images", "import", "--platform", "linux/"+runtime.GOARCH, file)
 	return err
 }
 
 // ImportLayout imports an OCI image layout directory (as make images
-// writes under dist/images/) into every node's runtime, and names it
-// also by its digest reference (repository@sha256:…), the name an install
-// manifest pinned by digest asks the kubelet for, so that nothing is
-// pulled.
-func (c *Cluster) ImportLayout(ctx context.Context, layoutDir, digestRef string) error {
+// writes under dist/images/) into every node's runtime, this machine's
+// platform only. The layout names its image (io.containerd.image.name);
+// the import is also named digestRef (repository@sha256:…), the name an
+// install manifest pinned by digest asks the kubelet for, so that nothing
+// is pulled.
+func (c *Cluster) ImportLayout(ctx context.Context, layoutDir, name, digestRef string) error {
 	file := filepath.Join(c.dir, filepath.Base(layoutDir)+"-"+fmt.Sprint(time.Now().UnixNano())+".tar")
 	if err := tarDir(file, layoutDir); err != nil {
 		return err
 	}
 	defer os.Remove(file)
 	for _, n := range c.Nodes {
-		out, err := run(ctx, n.c.bins.ctr, "--address", n.Socket(), "--namespace", criNamespace,
-			"images", "import", "--platform", "linux/"+goarch(), file)
-		if err != nil {
+		ctr := []string{"--address", n.Socket(), "--namespace", criNamespace}
+		if _, err := run(ctx, c.bins.ctr, append(ctr, "images", "import", "--platform", "linux/"+runtime.GOARCH, file)...); err != nil {
 			return err
 		}
 		if digestRef == "" {
 			continue
 		}
-		imported, err := importedName(out)
-		if err != nil {
-			return err
-		}
-		if _, err := run(ctx, n.c.bins.ctr, "--address", n.Socket(), "--namespace", criNamespace,
-			"images", "tag", "--force", imported, digestRef); err != nil {
+		if _, err := run(ctx, c.bins.ctr, append(ctr, "images", "tag", "--force", name, digestRef)...); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// importedName reads the image name from ctr import's output
-// ("unpacking NAME (sha256:…)…done").
-func importedName(out []byte) (string, error) {
-	var name, digest string
-	for _, line := range strings.Split(string(out), "\n") {
-		if _, err := fmt.Sscanf(line, "unpacking %s %s", &name, &digest); err == nil {
-			return name, nil
-		}
-	}
-	return "", fmt.Errorf("ctr import named no image: %s", clip(out))
 }
 
 // tarDir writes a tar of the directory's files, as an OCI archive holds

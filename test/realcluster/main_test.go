@@ -23,6 +23,13 @@ var real *cluster.Cluster
 // root is the module root.
 var root string
 
+// workloadNode is the node drained and stopped; workloadTaint keeps
+// nodemirror's own pods off it.
+const (
+	workloadNode  = "node-1"
+	workloadTaint = "nodemirror.test/workloads=true"
+)
+
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
@@ -43,7 +50,7 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	started := time.Now()
-	real, err = cluster.Start(ctx, cluster.Options{Root: root, Logf: func(f string, a ...any) {
+	real, err = cluster.Start(ctx, cluster.Options{Root: root, Nodes: 2, Logf: func(f string, a ...any) {
 		fmt.Printf("cluster: "+f+"\n", a...)
 	}})
 	if err != nil {
@@ -51,6 +58,14 @@ func run(m *testing.M) int {
 		return 1
 	}
 	fmt.Printf("cluster: started in %s\n", time.Since(started).Round(time.Second))
+	// node-0 runs nodemirror; node-1 is tainted for the workloads that are
+	// drained, and is the node whose kubelet stops, so that neither takes
+	// the hub's own pods with it.
+	if out, err := kubectlErr("taint", "node", workloadNode, workloadTaint+":NoSchedule"); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: tainting %s: %v: %s\n", workloadNode, err, out)
+		_ = real.Stop()
+		return 1
+	}
 	logDir := real.LogDir()
 	code := m.Run()
 	if code != 0 {
