@@ -143,7 +143,7 @@ test: testbin helm chromium lint cluster-deps ## Unit, envtest integration, e2e,
 	go test $(GO_TEST_FLAGS) -v $(REAL_CLUSTER_PKG)
 
 .PHONY: test-cluster
-test-cluster: testbin chromium cluster-deps ## Only the real-cluster suite (as root): the release installed on a real cluster, real nodes mirrored, drains.
+test-cluster: testbin helm chromium cluster-deps ## Only the real-cluster suite (as root): the release installed on a real cluster, real nodes mirrored, drains.
 	NODEMIRROR_REAL_CLUSTER=required go test $(GO_TEST_FLAGS) -v $(REAL_CLUSTER_PKG)
 
 $(CONTROLLER_GEN):

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/nodemirror/nodemirror/internal/install"
+	"github.com/nodemirror/nodemirror/test/framework"
 )
 
 const systemNamespace = "nodemirror-system"
@@ -38,11 +40,11 @@ type release struct {
 	images   *install.Manifest
 }
 
-// makeRelease runs make release as a user would, into its own dist dir, and
-// imports its images into the cluster's runtime (nothing can be pulled).
-func makeRelease(t *testing.T, version string) release {
+// makeRelease runs make release as a user would, into dir/<version>/dist,
+// and imports its images into the cluster's runtime (nothing can be pulled).
+func makeRelease(t *testing.T, dir, version string) release {
 	t.Helper()
-	dist := filepath.Join(t.TempDir(), "dist")
+	dist := filepath.Join(dir, version, "dist")
 	start := time.Now()
 	cmd := exec.Command("make", "release", "VERSION="+version, "DIST="+dist)
 	cmd.Dir = root
@@ -221,4 +223,24 @@ func leader(ctx context.Context, ns string) (string, error) {
 		return "", err
 	}
 	return ptr.Deref(l.Spec.HolderIdentity, ""), nil
+}
+
+// checkOperatorServes: an operator pod in ns holds the leader Lease, and
+// /metrics over HTTPS through its Service is behind the hub's authn/authz:
+// 401 without a token, 200 with a token bound to nodemirror-metrics-reader.
+func checkOperatorServes(t *testing.T, ns string) {
+	t.Helper()
+	waitFor(t, time.Minute, "an operator pod in "+ns+" to hold the leader Lease", func(ctx context.Context) (bool, error) {
+		holder, err := leader(ctx, ns)
+		return err == nil && strings.HasPrefix(holder, "nodemirror-operator-"), nil
+	})
+	addr := serviceAddr(t, ns, "nodemirror-operator-metrics")
+	if code, _ := framework.ScrapeOperator(t, addr, ""); code != http.StatusUnauthorized {
+		t.Errorf("metrics without a token through the Service in %s: %d, want 401", ns, code)
+	}
+	reader := serviceAccountToken(t, ns, "metrics-scraper", "nodemirror-metrics-reader", "")
+	waitFor(t, 30*time.Second, "metrics with a metrics-reader token through the Service in "+ns, func(ctx context.Context) (bool, error) {
+		code, body := framework.ScrapeOperator(t, addr, reader)
+		return code == http.StatusOK && strings.Contains(body, "controller_runtime_"), nil
+	})
 }

@@ -40,7 +40,9 @@ func TestReleaseOnARealCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel := makeRelease(t, "v0.0.0-realcluster.1")
+	pluginDir := t.TempDir() // kubectl-nodemirror, for every step after join
+	releases := t.TempDir()  // both releases' dist dirs, for every step
+	rel := makeRelease(t, releases, "v0.0.0-realcluster.1")
 	shipped := deployments(t, rel.manifest)
 	operator, sidecar := shipped["nodemirror-operator"], shipped["nodemirror-sidecar"]
 
@@ -63,27 +65,14 @@ func TestReleaseOnARealCluster(t *testing.T) {
 				}
 			}
 		}
-		waitFor(t, time.Minute, "an operator pod to hold the leader Lease", func(ctx context.Context) (bool, error) {
-			holder, err := leader(ctx, systemNamespace)
-			return err == nil && strings.HasPrefix(holder, "nodemirror-operator-"), nil
-		})
-		// /metrics over HTTPS through the Service, behind the hub's authn/authz.
-		addr := serviceAddr(t, systemNamespace, "nodemirror-operator-metrics")
-		if code, _ := framework.ScrapeOperator(t, addr, ""); code != http.StatusUnauthorized {
-			t.Errorf("metrics without a token through the Service: %d, want 401", code)
-		}
-		reader := serviceAccountToken(t, systemNamespace, "metrics-scraper", "nodemirror-metrics-reader", "")
-		waitFor(t, 30*time.Second, "metrics with a metrics-reader token through the Service", func(ctx context.Context) (bool, error) {
-			code, body := framework.ScrapeOperator(t, addr, reader)
-			return code == http.StatusOK && strings.Contains(body, "controller_runtime_"), nil
-		})
+		checkOperatorServes(t, systemNamespace)
 	}) {
 		return
 	}
 
 	namespace(t, fleet)
 	if !t.Run("join", func(t *testing.T) {
-		plugin := filepath.Join(t.TempDir(), "bin")
+		plugin := pluginDir
 		build := exec.Command("go", "build", "-o", filepath.Join(plugin, "kubectl-nodemirror"), "./cmd/nodemirror")
 		build.Dir = root
 		if out, err := build.CombinedOutput(); err != nil {
@@ -213,22 +202,24 @@ func TestReleaseOnARealCluster(t *testing.T) {
 		}
 	})
 
+	upgraded := rel // the release installed last
 	t.Run("upgrade to another release rolls out with no snapshot rewritten", func(t *testing.T) {
 		before := settledSnapshots(t, dyn)
-		next := makeRelease(t, "v0.0.0-realcluster.2")
+		next := makeRelease(t, releases, "v0.0.0-realcluster.2")
+		upgraded = next
 		kubectl(t, "apply", "--server-side", "-f", filepath.Join(next.dir, "install.yaml"))
 		for _, d := range []string{"nodemirror-operator", "nodemirror-sidecar"} {
 			t.Log(kubectl(t, "-n", systemNamespace, "rollout", "status", "deployment/"+d, "--timeout=4m"))
 		}
-		upgraded := deployments(t, next.manifest)
-		checkPodsAsShipped(t, systemNamespace, upgraded["nodemirror-operator"])
-		checkPodsAsShipped(t, systemNamespace, upgraded["nodemirror-sidecar"])
+		nextDeployments := deployments(t, next.manifest)
+		checkPodsAsShipped(t, systemNamespace, nextDeployments["nodemirror-operator"])
+		checkPodsAsShipped(t, systemNamespace, nextDeployments["nodemirror-sidecar"])
 		waitFor(t, 2*time.Minute, "an upgraded operator pod to lead and the cluster Ready", func(ctx context.Context) (bool, error) {
 			holder, err := leader(ctx, systemNamespace)
 			if err != nil || !strings.HasPrefix(holder, "nodemirror-operator-") {
 				return false, nil
 			}
-			pods := runningPods(t, systemNamespace, upgraded["nodemirror-operator"])
+			pods := runningPods(t, systemNamespace, nextDeployments["nodemirror-operator"])
 			for _, p := range pods {
 				if strings.HasPrefix(holder, p.Name) {
 					return clusterCondition(ctx, dyn, fleetv1.ConditionReady) == "True", nil
@@ -247,6 +238,9 @@ func TestReleaseOnARealCluster(t *testing.T) {
 	})
 
 	t.Run("drain: Drained once the evicted pods are gone, as kubectl drain", func(t *testing.T) { testDrain(t, dyn) })
+	t.Run("the Helm chart in another namespace, instead of the manifest", func(t *testing.T) {
+		testHelmChart(t, dyn, upgraded, filepath.Join(upgraded.dir, "install.yaml"))
+	})
 }
 
 func clusterCondition(ctx context.Context, dyn dynamic.Interface, condition string) string {
