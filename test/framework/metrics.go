@@ -49,28 +49,35 @@ func Metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) 
 }
 
 // ScrapeOperator reads the operator's HTTPS metrics endpoint at addr with
-// token (none if empty), as a Prometheus ServiceMonitor with
-// insecureSkipVerify does: the operator's certificate is self-signed.
+// token (none if empty), failing the test when it does not answer.
 func ScrapeOperator(t testing.TB, addr, token string) (int, string) {
 	t.Helper()
+	code, body, err := Scrape(addr, token)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	return code, body
+}
+
+// Scrape reads the operator's HTTPS metrics endpoint at addr with token
+// (none if empty), as a Prometheus ServiceMonitor with insecureSkipVerify
+// does: the operator's certificate is self-signed.
+func Scrape(addr, token string) (int, string, error) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed, as in the shipped ServiceMonitor
 	}}
 	req, err := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
 	if err != nil {
-		t.Fatal(err)
+		return 0, "", err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("scrape %s: %v", addr, err)
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		t.Fatalf("scrape %s: %v", addr, err)
-	}
-	return resp.StatusCode, string(body)
+	return resp.StatusCode, string(body), err
 }

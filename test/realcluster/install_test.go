@@ -234,13 +234,22 @@ func checkOperatorServes(t *testing.T, ns string) {
 		holder, err := leader(ctx, ns)
 		return err == nil && strings.HasPrefix(holder, "nodemirror-operator-"), nil
 	})
+	// kube-proxy programs the Service a moment after the rollout: until
+	// then a connection is refused, which is not an answer.
 	addr := serviceAddr(t, ns, "nodemirror-operator-metrics")
-	if code, _ := framework.ScrapeOperator(t, addr, ""); code != http.StatusUnauthorized {
-		t.Errorf("metrics without a token through the Service in %s: %d, want 401", ns, code)
-	}
+	waitFor(t, 30*time.Second, "metrics without a token through the Service in "+ns+" refused with 401", func(ctx context.Context) (bool, error) {
+		code, _, err := framework.Scrape(addr, "")
+		if err != nil {
+			return false, nil
+		}
+		if code != http.StatusUnauthorized {
+			return false, fmt.Errorf("answered %d, want 401", code)
+		}
+		return true, nil
+	})
 	reader := serviceAccountToken(t, ns, "metrics-scraper", "nodemirror-metrics-reader", "")
 	waitFor(t, 30*time.Second, "metrics with a metrics-reader token through the Service in "+ns, func(ctx context.Context) (bool, error) {
-		code, body := framework.ScrapeOperator(t, addr, reader)
-		return code == http.StatusOK && strings.Contains(body, "controller_runtime_"), nil
+		code, body, err := framework.Scrape(addr, reader)
+		return err == nil && code == http.StatusOK && strings.Contains(body, "controller_runtime_"), nil
 	})
 }

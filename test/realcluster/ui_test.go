@@ -43,9 +43,11 @@ func openUI(t *testing.T, addr, token string) *ui {
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelBrowser(); cancelAlloc() })
 	u := &ui{t: t, ctx: bctx}
-	if err := chromedp.Do(bctx, chromedp.Navigate("http://"+addr+"/")); err != nil {
-		t.Fatal(err)
-	}
+	// A Service just rolled out may not be in kube-proxy's rules yet: the
+	// page is refused until it is.
+	waitFor(t, 30*time.Second, "the UI through the Service at "+addr, func(ctx context.Context) (bool, error) {
+		return chromedp.Do(bctx, chromedp.Navigate("http://"+addr+"/")) == nil, nil
+	})
 	u.waitJS("the sign-in form", `!document.getElementById("auth").hidden`, 30*time.Second)
 	if err := chromedp.Do(bctx, chromedp.SetValue("#token", token), chromedp.Click("#auth-form button")); err != nil {
 		t.Fatal(err)
