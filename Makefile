@@ -133,18 +133,19 @@ cluster-deps: ## As root: the real test cluster's binaries, and Debian's runc an
 		echo "not root: the real-cluster suite (test/realcluster) will skip; run it with: sudo make test-cluster"; \
 	fi
 
-# The real-cluster suite runs after the others, alone: it is a whole cluster
-# on the machine's two cores, and its timings compare with kubectl's.
-REAL_CLUSTER_PKG := ./test/realcluster
+# The real-cluster suites run after the others, one package at a time (-p 1):
+# each is a whole cluster on the machine's two cores with host-wide names,
+# and their timings compare with kubectl's.
+REAL_CLUSTER_PKG := ./test/cluster ./test/realcluster
 
 .PHONY: test
 test: testbin helm chromium lint cluster-deps ## Unit, envtest integration, e2e, demo and browser tests against real API servers, then the real-cluster suite.
-	KUBEBUILDER_ASSETS=$(LOCALBIN)/testbin go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v '/test/realcluster$$')
-	go test $(GO_TEST_FLAGS) -v $(REAL_CLUSTER_PKG)
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/testbin go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e '/test/realcluster$$' -e '/test/cluster$$')
+	go test $(GO_TEST_FLAGS) -p 1 -v $(REAL_CLUSTER_PKG)
 
 .PHONY: test-cluster
 test-cluster: testbin helm chromium cluster-deps ## Only the real-cluster suite (as root): the release installed on a real cluster, real nodes mirrored, drains.
-	NODEMIRROR_REAL_CLUSTER=required go test $(GO_TEST_FLAGS) -v $(REAL_CLUSTER_PKG)
+	NODEMIRROR_REAL_CLUSTER=required go test $(GO_TEST_FLAGS) -p 1 -v $(REAL_CLUSTER_PKG)
 
 $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

@@ -38,6 +38,10 @@ const (
 	HostIP = "10.244.0.1"
 )
 
+// dirPrefix names a cluster's temporary directory, so that a later one
+// finds what a killed run left.
+const dirPrefix = "nodemirror-cluster-"
+
 // Options configure a cluster.
 type Options struct {
 	// Root is the module root, where bin/testbin and bin/noderuntime are;
@@ -186,12 +190,15 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	}
 	bins, _ := findBinaries(o.Root)
 	c = &Cluster{opts: o, bins: bins}
+	if err := clearStale(ctx, bins.iptables); err != nil {
+		return nil, fmt.Errorf("removing what an earlier test cluster left: %w", err)
+	}
 	if c.before, err = captureHost(ctx, bins); err != nil {
 		return nil, err
 	}
 	c.dir = o.Dir
 	if c.dir == "" {
-		if c.dir, err = os.MkdirTemp("", "nodemirror-cluster-"); err != nil {
+		if c.dir, err = os.MkdirTemp("", dirPrefix); err != nil {
 			return nil, err
 		}
 	}
@@ -295,11 +302,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	admin, err := c.ca.issue("admin", "kubernetes-admin", []string{"system:masters"})
-	if err != nil {
-		return err
-	}
-	if c.AdminKubeconfig, err = c.kubeconfig("admin", admin); err != nil {
+	if c.AdminKubeconfig, err = c.clientKubeconfig("admin", "kubernetes-admin", "system:masters"); err != nil {
 		return err
 	}
 	if c.Config, err = clientcmd.BuildConfigFromFlags("", c.AdminKubeconfig); err != nil {
@@ -313,11 +316,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		return err
 	}
 
-	kcm, err := c.ca.issue("controller-manager", "system:kube-controller-manager", nil)
-	if err != nil {
-		return err
-	}
-	kcmConfig, err := c.kubeconfig("controller-manager", kcm)
+	kcmConfig, err := c.clientKubeconfig("controller-manager", "system:kube-controller-manager")
 	if err != nil {
 		return err
 	}
@@ -340,11 +339,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sched, err := c.ca.issue("scheduler", "system:kube-scheduler", nil)
-	if err != nil {
-		return err
-	}
-	schedConfig, err := c.kubeconfig("scheduler", sched)
+	schedConfig, err := c.clientKubeconfig("scheduler", "system:kube-scheduler")
 	if err != nil {
 		return err
 	}
@@ -360,6 +355,16 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		"--profiling=false",
 	}, nil)
 	return err
+}
+
+// clientKubeconfig issues a client certificate for user in groups and
+// writes pki/name.kubeconfig with it.
+func (c *Cluster) clientKubeconfig(name, user string, groups ...string) (string, error) {
+	cert, err := c.ca.issue(name, user, groups)
+	if err != nil {
+		return "", err
+	}
+	return c.kubeconfig(name, cert)
 }
 
 // kubeconfig writes pki/name.kubeconfig for a client certificate.

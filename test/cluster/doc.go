@@ -24,7 +24,8 @@
 //   - node.go: a node (containerd, kubelet, kube-proxy) and its configs
 //   - network.go: the bridge, the service route and the isolation chain
 //   - images.go: the pause image and image import into a node's runtime
-//   - teardown.go: Stop's cleanup and the leftover check
+//   - teardown.go: Stop's cleanup, the removal of what a killed run left,
+//     and the leftover check
 //   - pki.go: the cluster CA and certificates
 //   - process.go: components as child processes
 //   - pause/: the pods' sandbox process

@@ -242,15 +242,11 @@ protectKernelDefaults: false
 `
 
 func (n *Node) startKubelet(ctx context.Context) error {
-	client, err := n.c.ca.issue(n.Name+"-kubelet", "system:node:"+n.Name, []string{"system:nodes"})
+	kubeconfig, err := n.c.clientKubeconfig(n.Name+"-kubelet", "system:node:"+n.Name, "system:nodes")
 	if err != nil {
 		return err
 	}
 	serving, err := n.c.ca.issue(n.Name+"-kubelet-serving", "system:node:"+n.Name, []string{"system:nodes"}, n.IP, n.Name)
-	if err != nil {
-		return err
-	}
-	kubeconfig, err := n.c.kubeconfig(n.Name+"-kubelet", client)
 	if err != nil {
 		return err
 	}
@@ -321,11 +317,7 @@ iptables:
 `
 
 func (n *Node) startProxy(ctx context.Context) error {
-	cert, err := n.c.ca.issue(n.Name+"-kube-proxy", "system:kube-proxy", nil)
-	if err != nil {
-		return err
-	}
-	kubeconfig, err := n.c.kubeconfig(n.Name+"-kube-proxy", cert)
+	kubeconfig, err := n.c.clientKubeconfig(n.Name+"-kube-proxy", "system:kube-proxy")
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func (c *Cluster) stop(removeDir bool) error {
 		errs = append(errs, p.stop(10*time.Second))
 	}
 	errs = append(errs, c.net.tearDown(ctx))
-	errs = append(errs, removeKubeChains(ctx, c.bins.iptables))
+	errs = append(errs, removeKubeChains(ctx, c.bins.iptables, c.before))
 	errs = append(errs, removeNewTables(ctx, c.before.nft))
 	errs = append(errs, unmountUnder(c.dir))
 	if left, err := c.Leftovers(ctx); err != nil {
@@ -195,8 +195,9 @@ func mountsUnder(dir string) []string {
 }
 
 // removeKubeChains removes the iptables chains the kubelet and kube-proxy
-// create (KUBE-*) and every rule that jumps to them, table by table.
-func removeKubeChains(ctx context.Context, iptables string) error {
+// created (KUBE-*) and every rule that jumps to them, table by table; those
+// that were there before Start (a machine that is itself a node) stay.
+func removeKubeChains(ctx context.Context, iptables string, before hostState) error {
 	if iptables == "" {
 		return nil
 	}
@@ -215,9 +216,13 @@ func removeKubeChains(ctx context.Context, iptables string) error {
 			if err != nil || !strings.Contains(string(out), "KUBE-") {
 				continue
 			}
+			had := map[string]bool{}
+			for _, line := range strings.Split(before.iptables[tool+"-save"], "\n") {
+				had[line] = true
+			}
 			var kept []string
 			for _, line := range strings.Split(string(out), "\n") {
-				if strings.Contains(line, "KUBE-") {
+				if strings.Contains(line, "KUBE-") && !had[normalizeRules(line)] {
 					continue
 				}
 				kept = append(kept, line)
@@ -333,7 +338,7 @@ func (c *Cluster) Leftovers(ctx context.Context) ([]string, error) {
 			left = append(left, fmt.Sprintf("%s differs: %s", tool, diffLines(c.before.iptables[tool], rules)))
 		}
 	}
-	if now.nft != c.before.nft {
+	if sortedLines(now.nft) != sortedLines(c.before.nft) {
 		left = append(left, fmt.Sprintf("nft tables differ: %s", diffLines(c.before.nft, now.nft)))
 	}
 	hierarchies, err := cgroupHierarchies()
@@ -348,6 +353,14 @@ func (c *Cluster) Leftovers(ctx context.Context) ([]string, error) {
 		}
 	}
 	return left, nil
+}
+
+// sortedLines is s with its lines sorted: nft lists tables in no fixed
+// order.
+func sortedLines(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
 }
 
 // diffLines names the lines only in a or only in b, bounded.
@@ -373,4 +386,75 @@ func diffLines(a, b string) string {
 	}
 	sort.Strings(d)
 	return clip([]byte(strings.Join(d, ", ")))
+}
+
+// clearStale removes what an earlier cluster left when its test process was
+// killed before Stop (its components die with it, its links, chains,
+// mounts and cgroups do not), so that a new cluster can start. It does
+// nothing while a process of another cluster still runs.
+func clearStale(ctx context.Context, iptables string) error {
+	prefix := filepath.Join(os.TempDir(), dirPrefix)
+	// Every component dies with its test process (a moment after it); only
+	// the runc shims, which containerd starts detached, outlive it. A
+	// component still running after that moment is another live cluster's.
+	live := func() (bool, error) {
+		pids, err := processesUsing(prefix)
+		if err != nil {
+			return false, err
+		}
+		for _, pid := range pids {
+			if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && filepath.Base(exe) != "containerd-shim-runc-v2" {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		busy, err := live()
+		if err != nil {
+			return err
+		}
+		if !busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var errs []error
+	errs = append(errs, killProcessesUsing(prefix))
+	dirs, _ := filepath.Glob(prefix + "*")
+	for _, d := range dirs {
+		errs = append(errs, unmountUnder(d))
+	}
+	links, _ := filepath.Glob("/sys/class/net/" + bridgePrefix + "*")
+	for _, l := range links {
+		if _, err := run(ctx, "ip", "link", "del", filepath.Base(l)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := run(ctx, iptables, "-w", "-S", isolationChain); err == nil {
+		_, _ = run(ctx, iptables, "-w", "-D", "FORWARD", "-i", bridgePrefix+"+", "-j", isolationChain)
+		_, _ = run(ctx, iptables, "-w", "-F", isolationChain)
+		if _, err := run(ctx, iptables, "-w", "-X", isolationChain); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(dirs) > 0 || len(links) > 0 {
+		// The killed run's kube-proxy and kubelets left their chains. (Like
+		// kube-proxy --cleanup at Stop, this assumes the machine is not a
+		// Kubernetes node of its own.)
+		errs = append(errs, removeKubeChains(ctx, iptables, hostState{}))
+	}
+	if hierarchies, err := cgroupHierarchies(); err == nil && len(hierarchies) > 0 {
+		roots, _ := filepath.Glob(filepath.Join(hierarchies[0], "nodemirror-node-*"))
+		for _, r := range roots {
+			errs = append(errs, removeCgroup("/"+filepath.Base(r)))
+		}
+	}
+	for _, d := range dirs {
+		errs = append(errs, os.RemoveAll(d))
+	}
+	return errors.Join(errs...)
 }
