@@ -285,11 +285,13 @@ var _ = Describe("Mirroring", func() {
 			}
 		}
 		writes := f.snapshotWrites()
+		// snapshotLists counts the hub lists of the cluster's snapshots;
+		// read before each step, since a new session may list at once.
+		snapshotLists := func() int { return hubRequests.Count("GET", f.ns, "nodesnapshots") }
 		// reseeded waits until a new session has listed the cluster's
-		// snapshots again and mirrored the member, then gives a wrong
-		// vanished-node pass time to act.
-		reseeded := func() {
-			lists := hubRequests.Count("GET", f.ns, "nodesnapshots")
+		// snapshots again since lists and mirrored the member, then gives
+		// a wrong vanished-node pass time to act.
+		reseeded := func(lists int) {
 			Eventually(func() int { return hubRequests.Count("GET", f.ns, "nodesnapshots") }).Should(BeNumerically(">", lists))
 			Eventually(f.condition("hashed", fleetv1.ConditionReady)).Should(Equal("True/Mirroring"))
 			Consistently(f.nodeNames("hashed"), 2*time.Second).Should(ConsistOf(created))
@@ -297,17 +299,20 @@ var _ = Describe("Mirroring", func() {
 		}
 
 		By("restarting the operator")
+		lists := snapshotLists()
 		restartOperator()
-		reseeded()
+		reseeded(lists)
 		By("changing the spec")
+		lists = snapshotLists()
 		f.update("hashed", func(mc *fleetv1.ManagedCluster) { mc.Spec.ResyncPeriod = &metav1.Duration{Duration: 2 * time.Hour} })
-		reseeded()
+		reseeded(lists)
 		By("rotating the Secret to other credentials for the same member")
 		secret := &corev1.Secret{}
 		Expect(hub.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "hashed-kubeconfig"}, secret)).To(Succeed())
 		secret.Data["kubeconfig"] = member1ViaProxy
+		lists = snapshotLists()
 		Expect(hub.Update(ctx, secret)).To(Succeed())
-		reseeded()
+		reseeded(lists)
 
 		Expect(events).To(BeEmpty(), "snapshot events on the hub")
 		Expect(f.snapshotWrites()).To(Equal(writes), "hub writes")
