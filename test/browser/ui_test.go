@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -26,21 +25,6 @@ import (
 	"github.com/nodemirror/nodemirror/test/framework"
 )
 
-// chromium finds the browser: $CHROMIUM, or Debian's package. The test
-// fails, never skips, without one: .ci/run installs it.
-func chromium(t *testing.T) string {
-	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if _, err := exec.LookPath(p); err == nil {
-			return p
-		}
-	}
-	t.Fatal("no Chromium found: install Debian's chromium package (apt-get install chromium) or set $CHROMIUM")
-	return ""
-}
-
 // runSidecar serves a demo-mode sidecar on addr until the returned stop is
 // called.
 func runSidecar(t *testing.T, hub *rest.Config, addr string) (stop func()) {
@@ -48,7 +32,7 @@ func runSidecar(t *testing.T, hub *rest.Config, addr string) (stop func()) {
 }
 
 func TestUILiveUpdatesReconnectAndFilters(t *testing.T) {
-	browser := chromium(t)
+	browser := framework.Chromium(t)
 	cp := framework.StartControlPlanes(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +20,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/nodemirror/nodemirror/internal/dev/controlplane"
 )
 
 // The cluster's address plan. The API server listens on the bridge's
@@ -45,7 +46,7 @@ const dirPrefix = "nodemirror-cluster-"
 // Options configure a cluster.
 type Options struct {
 	// Root is the module root, where bin/testbin and bin/noderuntime are;
-	// found from the working directory when empty.
+	// this checkout's when empty.
 	Root string
 	// Dir holds all the cluster's state; a new temporary directory when
 	// empty, removed by Stop.
@@ -102,9 +103,6 @@ type binaries struct {
 // KubectlBinary is the project's kubectl, of the cluster's version.
 func (c *Cluster) KubectlBinary() string { return c.bins.kubectl }
 
-// Ctr is containerd's ctr command, for the runtime's own view of a node.
-func (c *Cluster) Ctr() string { return c.bins.ctr }
-
 // Preflight says why a cluster cannot start on this machine, or nil: it
 // needs root, Linux, the binaries of hack/testbin.sh --cluster, and Debian's
 // runc and iptables.
@@ -150,34 +148,12 @@ func findBinaries(root string) (binaries, error) {
 	return b, nil
 }
 
-// ModuleRoot finds the directory holding go.mod from the working directory up.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			if _, err := os.Stat(filepath.Join(dir, "hack", "testbin.sh")); err == nil {
-				return dir, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no module root with hack/testbin.sh above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // Start runs a control plane and its nodes, and returns once they are
 // Ready and the default ServiceAccount exists. On an error, whatever was
 // started is stopped again.
 func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if o.Root == "" {
-		if o.Root, err = ModuleRoot(); err != nil {
-			return nil, err
-		}
+		o.Root = controlplane.RepoRoot()
 	}
 	if o.Nodes == 0 {
 		o.Nodes = 1
@@ -193,7 +169,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := clearStale(ctx, bins.iptables); err != nil {
 		return nil, fmt.Errorf("removing what an earlier test cluster left: %w", err)
 	}
-	if c.before, err = captureHost(ctx, bins); err != nil {
+	if c.before, err = captureHost(ctx); err != nil {
 		return nil, err
 	}
 	c.dir = o.Dir
@@ -465,5 +441,3 @@ func NodeReady(node *corev1.Node) corev1.ConditionStatus {
 	}
 	return corev1.ConditionUnknown
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

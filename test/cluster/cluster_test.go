@@ -5,11 +5,12 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nodemirror/nodemirror/internal/dev/controlplane"
 )
 
 const helperEnv = "NODEMIRROR_CLUSTER_HELPER"
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) {
 // mounts, cgroups and runc shims do not; the next Start removes them and
 // starts, and its own Stop leaves nothing behind.
 func TestStartAfterAKilledRun(t *testing.T) {
-	if err := Preflight(mustRoot(t)); err != nil {
+	if err := Preflight(controlplane.RepoRoot()); err != nil {
 		if os.Getenv("NODEMIRROR_REAL_CLUSTER") == "required" {
 			t.Fatalf("required here and cannot run: %v", err)
 		}
@@ -100,13 +101,4 @@ func TestStartAfterAKilledRun(t *testing.T) {
 			t.Errorf("link %s left after Stop", l)
 		}
 	}
-}
-
-func mustRoot(t *testing.T) string {
-	t.Helper()
-	root, err := ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Clean(root)
 }

@@ -20,7 +20,6 @@ const (
 
 // network is the host-wide state the cluster set up, to be undone.
 type network struct {
-	bins binaries
 	// ipForward and sharedRoot are what the host had before.
 	ipForward      string
 	rootWasPrivate bool
@@ -36,7 +35,7 @@ func bridgeName(index int) string { return fmt.Sprintf("%s%d", bridgePrefix, ind
 func nodeIP(index int) string { return fmt.Sprintf("10.244.%d.1", index) }
 
 func setUpNetwork(ctx context.Context, bins binaries, nodes int) (*network, error) {
-	n := &network{bins: bins}
+	n := &network{}
 	var links []string
 	for i := range nodes {
 		links = append(links, bridgeName(i))

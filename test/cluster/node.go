@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -261,7 +262,7 @@ func (n *Node) startKubelet(ctx context.Context) error {
 	}
 	cfg := filepath.Join(n.dir, "kubelet.yaml")
 	if err := os.WriteFile(cfg, []byte(expand(kubeletConfig, map[string]string{
-		"cgroupRoot": n.CgroupRoot(), "socket": n.Socket(), "ip": n.IP, "port": itoa(ports[0]), "healthzPort": itoa(ports[1]),
+		"cgroupRoot": n.CgroupRoot(), "socket": n.Socket(), "ip": n.IP, "port": strconv.Itoa(ports[0]), "healthzPort": strconv.Itoa(ports[1]),
 		"servingCert": serving.certFile, "servingKey": serving.keyFile, "ca": n.c.ca.caFile(), "resolvConf": resolv,
 	})), 0o600); err != nil {
 		return err
@@ -327,8 +328,8 @@ func (n *Node) startProxy(ctx context.Context) error {
 	}
 	cfg := filepath.Join(n.dir, "kube-proxy.yaml")
 	if err := os.WriteFile(cfg, []byte(expand(kubeProxyConfig, map[string]string{
-		"kubeconfig": kubeconfig, "node": n.Name, "podcidr": PodCIDR, "healthzPort": itoa(ports[0]),
-		"metricsPort": itoa(ports[1]), "ip": n.IP,
+		"kubeconfig": kubeconfig, "node": n.Name, "podcidr": PodCIDR, "healthzPort": strconv.Itoa(ports[0]),
+		"metricsPort": strconv.Itoa(ports[1]), "ip": n.IP,
 	})), 0o600); err != nil {
 		return err
 	}

@@ -270,7 +270,7 @@ type hostState struct {
 	nft      string
 }
 
-func captureHost(ctx context.Context, _ binaries) (hostState, error) {
+func captureHost(ctx context.Context) (hostState, error) {
 	s := hostState{iptables: map[string]string{}}
 	entries, err := os.ReadDir("/sys/class/net")
 	if err != nil {
@@ -324,7 +324,7 @@ func (c *Cluster) Leftovers(ctx context.Context) ([]string, error) {
 	if m := mountsUnder(c.dir); len(m) > 0 {
 		left = append(left, fmt.Sprintf("mounts under %s: %v", c.dir, m))
 	}
-	now, err := captureHost(ctx, c.bins)
+	now, err := captureHost(ctx)
 	if err != nil {
 		return nil, err
 	}

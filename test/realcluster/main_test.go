@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nodemirror/nodemirror/test/cluster"
+	"github.com/nodemirror/nodemirror/test/framework"
 )
 
 // real is the suite's cluster, started once: every test of the package
@@ -34,11 +35,8 @@ func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
 	required := os.Getenv("NODEMIRROR_REAL_CLUSTER") == "required"
+	root = framework.RepoRoot()
 	var err error
-	if root, err = cluster.ModuleRoot(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	if err := cluster.Preflight(root); err != nil {
 		if required {
 			fmt.Fprintf(os.Stderr, "FAIL: the real-cluster suite is required here (NODEMIRROR_REAL_CLUSTER=required) and cannot run: %v\n", err)

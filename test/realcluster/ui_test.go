@@ -4,12 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/nodemirror/nodemirror/test/framework"
 )
 
 // ui is the sidecar's web UI in headless Chromium.
@@ -22,19 +23,7 @@ type ui struct {
 // scopes it to the fleet namespace, as a person would.
 func openUI(t *testing.T, addr, token string) *ui {
 	t.Helper()
-	browser := ""
-	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if _, err := exec.LookPath(p); err == nil {
-			browser = p
-			break
-		}
-	}
-	if browser == "" {
-		t.Fatal("no Chromium found: install Debian's chromium package (make chromium) or set $CHROMIUM")
-	}
+	browser := framework.Chromium(t)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1400, 700), chromedp.Flag("disable-background-networking", true),
